@@ -1,0 +1,28 @@
+"""Choose a backend: the in-process engine ("local") or the model service (an http(s) URL)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from .core.backend import Backend
+
+
+def create_backend(where: str = "local", model: str = "litemedsam", checkpoint: Optional[str] = None,
+                   device: Optional[str] = None, token: Optional[str] = None, timeout: float = 60.0) -> Backend:
+    """``where``: "local" (torch in this process) or the service's URL (torch-free client)."""
+    if where in (None, "", "local"):
+        try:
+            from .engines.local import LocalBackend  # torch is imported only here
+        except ImportError as exc:
+            from .core.backend import BackendError
+
+            raise BackendError(
+                f"the in-process backend needs PyTorch and segment-anything ({exc}); install them "
+                f"(pip install 'segmentanythingmed[engines]') or use a model service with --backend URL") from exc
+        return LocalBackend.create(model, checkpoint, device)
+    if where.startswith(("http://", "https://")):
+        from .client.http import HttpBackend
+
+        token = token if token is not None else os.environ.get("SAMED_TOKEN")
+        return HttpBackend(where, model=model, token=token, timeout=timeout)
+    raise ValueError(f"unknown backend {where!r}: use 'local' or the service's URL (http://HOST:PORT)")

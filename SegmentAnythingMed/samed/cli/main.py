@@ -1,0 +1,68 @@
+"""The ``samed`` command line. Errors a user can act on end in one message and exit status 2, no traceback."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from .. import __version__
+
+SUBCOMMANDS = ("segment", "evaluate", "serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samed", description="Segment Anything (SAM, MedSAM, LiteMedSAM) for "
+                                                               "medical images: segment, evaluate, serve.")
+    parser.add_argument("--version", action="version", version=f"samed {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    from . import segment, evaluate
+
+    segment.add_parser(sub)
+    evaluate.add_parser(sub)
+    try:
+        from . import serve
+    except ImportError:  # the service's own dependencies (FastAPI, uvicorn) are optional
+        serve = None
+    if serve is not None:
+        serve.add_parser(sub)
+    return parser
+
+
+def _user_errors():
+    from ..core.backend import BackendError
+    from ..core.geometry import GeometryError
+    from ..core.preprocess import IntensityError
+    from ..core.prompts import PromptError
+
+    errors = [FileNotFoundError, FileExistsError, PermissionError, ValueError, PromptError, GeometryError,
+              IntensityError, BackendError]
+    try:
+        from ..engines.checkpoints import CheckpointError
+
+        errors.append(CheckpointError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("samed: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        if args.debug:
+            raise
+        print(f"samed {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""``samed segment``: prompts on a volume (or a 2D picture) -> a segmentation file, optionally propagated and
+compared with a reference."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+
+from ..core import io, metrics
+from ..core.geometry import AXIS_NAMES, GeometryError, Volume, check_slice_index
+from ..core.markups import read_markups
+from ..core.markup_prompts import SlicePrompts, prompts_from_markups
+from ..core.prompts import Prompt, PromptError
+from ..core.propagation import PropagationSettings
+from ..core.volume_session import VolumeSession
+from .common import add_backend_options, add_intensity_options, backend_from_args, intensity_from_args, progress_bar
+
+
+def _floats(text: str, n: int, what: str):
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != n:
+        raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}")
+    return values
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("segment", help="segment a structure from prompts (box, points, markups)",
+                       description="Segment one structure in IMAGE from a box or points on one slice, or from "
+                                   "Slicer markups; optionally propagate it through the neighbouring slices and "
+                                   "compare it with a reference segmentation.")
+    p.add_argument("image", help="volume (.nrrd, .nii, .nii.gz, .mha) or 2D picture (.png, .jpg)")
+    p.add_argument("--out", required=True, help="output: NAME.seg.nrrd (Slicer segmentation) or a labelmap .nrrd/.nii.gz")
+    p.add_argument("--name", default=None, help="segment name (default: the reference label's name, else 'Segment_1')")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    g = p.add_argument_group("prompts (voxel coordinates of the chosen slice: x = column, y = row)")
+    g.add_argument("--box", type=lambda t: _floats(t, 4, "--box"), metavar="X0,Y0,X1,Y1")
+    g.add_argument("--point", action="append", default=[], type=lambda t: _floats(t, 2, "--point"), metavar="X,Y",
+                   help="include point (repeatable)")
+    g.add_argument("--exclude-point", action="append", default=[], type=lambda t: _floats(t, 2, "--exclude-point"),
+                   metavar="X,Y", help="exclude point (repeatable)")
+    g.add_argument("--slice", type=int, default=None, help="slice index along --axis (0 for a 2D picture)")
+    g.add_argument("--axis", default="axial", choices=AXIS_NAMES, help="slicing axis (default axial)")
+    g.add_argument("--markups", action="append", default=[], metavar="FILE.mrk.json",
+                   help="Slicer point lists / ROIs in RAS (repeatable); lists named *exclude*/*negative* exclude")
+    pr = p.add_argument_group("propagation")
+    pr.add_argument("--propagate", action="store_true", help="propagate from the prompted slice in both directions")
+    pr.add_argument("--max-slices", type=int, default=None, help="at most this many slices each way")
+    pr.add_argument("--box-margin", type=float, default=PropagationSettings.box_margin_px,
+                    help="pixels added around the previous mask's box (default %(default)s)")
+    pr.add_argument("--min-area-ratio", type=float, default=PropagationSettings.min_area_ratio)
+    pr.add_argument("--max-area-ratio", type=float, default=PropagationSettings.max_area_ratio)
+    pr.add_argument("--min-score", type=float, default=PropagationSettings.min_score)
+    r = p.add_argument_group("comparison with a reference")
+    r.add_argument("--reference", help="reference labelmap or .seg.nrrd on the same patient grid")
+    r.add_argument("--reference-label", help="label value or segment name in --reference")
+    r.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
+    r.add_argument("--report", help="write the metrics as JSON here")
+    add_backend_options(p)
+    add_intensity_options(p)
+    p.set_defaults(func=run)
+
+
+def load_input(path: str) -> Volume:
+    ext = io.file_extension(path)
+    if ext in io.IMAGE_2D_EXTENSIONS:
+        pic = io.read_image_2d(path)
+        return Volume(pic[None], np.eye(4), {"path": str(path), "picture": True})
+    return io.read_volume(path)
+
+
+def _cli_prompts(args, volume: Volume, np_axis: int) -> SlicePrompts:
+    if args.markups:
+        if args.box or args.point or args.exclude_point:
+            raise PromptError("give prompts either as --markups or as --box/--point, not both")
+        point_lists, rois = [], []
+        for f in args.markups:
+            m = read_markups(f)
+            point_lists += m.point_lists
+            rois += m.rois
+        return prompts_from_markups(point_lists, rois, volume, np_axis)
+    if not (args.box or args.point or args.exclude_point):
+        raise PromptError("no prompt: give --box X0,Y0,X1,Y1 (and --slice K), --point X,Y, or --markups FILE")
+    index = args.slice
+    if index is None:
+        if volume.metadata.get("picture"):
+            index = 0
+        else:
+            raise PromptError("--slice K is needed with --box/--point on a volume")
+    check_slice_index(volume.array.shape[:3], np_axis, index)
+    prompt = Prompt(args.point, args.exclude_point, args.box)
+    return SlicePrompts({index: prompt})
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
+    volume = load_input(args.image)
+    backend = backend_from_args(args)
+    intensity = intensity_from_args(args, volume.array)
+    session = VolumeSession(volume, backend, args.axis, intensity=intensity)
+    slice_prompts = _cli_prompts(args, volume, session.np_axis)
+    for index, prompt in slice_prompts.prompts.items():
+        prompt.validate(session.slice_shape)
+
+    ref = None
+    if args.reference:
+        ref = _load_reference(args.reference, args.reference_label, volume)
+    name = args.name or (ref[1] if ref else "Segment_1")
+
+    t0 = time.perf_counter()
+    with progress_bar(len(slice_prompts.prompts), "segment") as bar:
+        preds = session.segment_slices(slice_prompts.prompts, progress=lambda d, n: bar.update(1))
+    masks: Dict[int, np.ndarray] = {i: p.best for i, p in preds.items()}
+    for i, p in sorted(preds.items()):
+        print(f"slice {i}: {int(p.best.sum())} px, score {p.best_score:.3f}")
+    if args.propagate:
+        seeds = slice_prompts.indices()
+        seed = seeds[len(seeds) // 2]
+        settings = PropagationSettings(box_margin_px=args.box_margin, min_area_ratio=args.min_area_ratio,
+                                       max_area_ratio=args.max_area_ratio, min_score=args.min_score,
+                                       max_slices=args.max_slices, index_range=slice_prompts.roi_range)
+        with progress_bar(session.n_slices - 1, "propagate") as bar:
+            result = session.propagate(seed, masks[seed], settings,
+                                       progress=lambda d, n: bar.update(d - bar.n))
+        for d, why in result.stopped.items():
+            print(f"propagation {d}: stopped ({why})")
+        propagated = dict(result.masks)
+        propagated.update(masks)  # slices the user prompted keep their own mask
+        masks = propagated
+        print(f"propagated from slice {seed} to slices {min(masks)}..{max(masks)} ({len(masks)} slices)")
+    seconds = time.perf_counter() - t0
+    mask_volume = session.masks_to_volume(masks)
+    _write_output(out, name, mask_volume, volume, args.overwrite)
+    print(f"wrote {out} (segment {name!r}, {int(mask_volume.sum())} voxels) in {seconds:.1f} s")
+
+    if ref is not None:
+        report = _compare(mask_volume, ref, volume, sorted(masks), session, args.tolerance)
+        report.update({"image": str(args.image), "segment": name, "output": str(out), "model": backend.model,
+                       "seconds": round(seconds, 3), "slices_segmented": sorted(int(i) for i in masks)})
+        if args.report:
+            Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.report).write_text(json.dumps(metrics.json_safe(report), indent=2))
+            print(f"wrote {args.report}")
+    backend.close()
+    return 0
+
+
+def _load_reference(path: str, label, volume: Volume):
+    """(mask on the image's grid, the structure's name, a description) of one label of a reference file."""
+    if io.is_segmentation_file(path):
+        seg = io.read_segmentation(path)
+        if label is None and len(seg.segments) != 1:
+            raise io.LabelError(f"{path} holds segments {', '.join(seg.names)}: choose one with --reference-label")
+        name = seg.find_segment(label if label is not None else seg.segments[0].id).name
+        label = name
+    else:
+        labels, names = io.read_label(path)
+        present = [int(v) for v in np.unique(labels.array) if v != 0]
+        if label is None:
+            if len(present) != 1:
+                raise io.LabelError(f"{path} holds labels {present}: choose one with --reference-label")
+            label = present[0]
+        name = None
+    mask, grid, description = io.reference_mask(path, label)
+    if name is None:
+        value = int(label) if str(label).strip().lstrip("-").isdigit() else None
+        name = names.get(value, str(label)) if value is not None else str(label)
+    on_grid = io.resample_to(grid.with_array(mask.astype(np.uint8)), volume).array > 0
+    return on_grid, name, description
+
+
+def _compare(mask_volume, ref, volume: Volume, indices, session: VolumeSession, tolerance: float) -> dict:
+    ref_mask, _, description = ref
+    spacing = volume.spacing_kji if not volume.metadata.get("picture") else None
+    whole = metrics.compute_all(mask_volume, ref_mask, spacing=spacing, tolerance_mm=tolerance)
+    sl = [slice(None)] * 3
+    sl[session.np_axis] = indices
+    on_slices = metrics.compute_all(mask_volume[tuple(sl)], ref_mask[tuple(sl)], spacing=spacing,
+                                    tolerance_mm=tolerance)
+    print(f"reference: {description}")
+    print(f"{'':28s} {'Dice':>7s} {'IoU':>7s} {'NSD':>7s} {'HD95 mm':>8s}")
+    for title, m in ((f"whole volume (3D)", whole), (f"segmented slices ({len(indices)})", on_slices)):
+        print(f"{title:28s} {m['dice']:7.4f} {m['iou']:7.4f} {m['nsd']:7.4f} {m['hd95']:8.2f}")
+    return {"reference": description, "tolerance_mm": tolerance, "whole_volume": whole,
+            "segmented_slices": on_slices}
+
+
+def _write_output(out: Path, name: str, mask_volume: np.ndarray, volume: Volume, overwrite: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if str(out).lower().endswith(".seg.nrrd"):
+        io.write_segmentation(out, {name: mask_volume}, volume, overwrite=overwrite)
+    else:
+        io.write_volume(volume.with_array(mask_volume.astype(np.uint8)), out, overwrite=overwrite)

@@ -1,0 +1,1 @@
+"""Core library: geometry, preprocessing, prompts, propagation, metrics. numpy/scipy only, Python 3.9+."""

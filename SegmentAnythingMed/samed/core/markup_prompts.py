@@ -1,0 +1,77 @@
+"""Markups (RAS points and ROIs, e.g. from Slicer) -> prompts on the slices of a volume.
+
+- A point goes to the slice nearest to it along the slicing axis (its RAS position through the volume's
+  RAS -> IJK matrix, any direction matrix), as an include point, or an exclude point when its list is an
+  exclude list (name contains "exclude" or "negative").
+- An ROI becomes a box on every slice it crosses: the bounding box, in slice pixels, of the ROI's corners.
+  Its extent along the slicing axis is returned too: it limits propagation.
+Points that fall outside the volume raise a :class:`~samed.core.prompts.PromptError` naming the point.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .geometry import Volume, ras_to_slice_xy
+from .prompts import Prompt, PromptError
+
+
+@dataclass
+class SlicePrompts:
+    prompts: Dict[int, Prompt] = field(default_factory=dict)
+    roi_range: Optional[Tuple[int, int]] = None  # inclusive slice indices an ROI spans
+
+    def indices(self) -> List[int]:
+        return sorted(self.prompts)
+
+
+def _add(prompts: Dict[int, Prompt], index: int, include=None, exclude=None, box=None) -> None:
+    p = prompts.get(index) or Prompt()
+    inc = p.include_points_xy if include is None else np.vstack([p.include_points_xy, include])
+    exc = p.exclude_points_xy if exclude is None else np.vstack([p.exclude_points_xy, exclude])
+    prompts[index] = Prompt(inc, exc, box if box is not None else p.box_xy, p.mask)
+
+
+def roi_box_on_slices(corners_ras: np.ndarray, volume: Volume, np_axis: int) -> Tuple[np.ndarray, int, int]:
+    """(box x0, y0, x1, y1 in slice pixels, first slice, last slice) of an ROI given by its 8 RAS corners."""
+    xy, pos = ras_to_slice_xy(corners_ras, volume.ijk_to_ras, np_axis)
+    n = volume.array.shape[np_axis]
+    h, w = [s for a, s in enumerate(volume.array.shape[:3]) if a != np_axis]
+    first, last = max(0, math.ceil(pos.min() - 0.5)), min(n - 1, math.floor(pos.max() + 0.5))
+    box = np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()])
+    if first > last or box[2] < -0.5 or box[3] < -0.5 or box[0] > w - 0.5 or box[1] > h - 0.5:
+        raise PromptError("the ROI does not overlap the volume: check that it was placed on this volume")
+    box = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
+    return box, int(first), int(last)
+
+
+def prompts_from_markups(point_lists: Sequence, rois: Sequence, volume: Volume, np_axis: int) -> SlicePrompts:
+    """``point_lists``: objects with ``name``, ``points_ras`` (N, 3), ``exclude``; ``rois``: with ``corners_ras()``."""
+    out = SlicePrompts()
+    n = volume.array.shape[np_axis]
+    h, w = [s for a, s in enumerate(volume.array.shape[:3]) if a != np_axis]
+    for plist in point_lists:
+        pts = np.asarray(plist.points_ras, dtype=float).reshape(-1, 3)
+        if not len(pts):
+            continue
+        xy, pos = ras_to_slice_xy(pts, volume.ijk_to_ras, np_axis)
+        for (x, y), p, ras in zip(xy, pos, pts):
+            index = int(np.floor(p + 0.5))
+            if not (0 <= index < n and -0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
+                raise PromptError(
+                    f"point ({ras[0]:.1f}, {ras[1]:.1f}, {ras[2]:.1f}) RAS of list {plist.name!r} is outside the "
+                    f"volume: check that the markups were placed on this image")
+            point = np.array([[x, y]])
+            _add(out.prompts, index, exclude=point) if plist.exclude else _add(out.prompts, index, include=point)
+    for roi in rois:
+        box, first, last = roi_box_on_slices(np.asarray(roi.corners_ras()), volume, np_axis)
+        for index in range(first, last + 1):
+            _add(out.prompts, index, box=box)
+        lo, hi = (first, last) if out.roi_range is None else (min(first, out.roi_range[0]), max(last, out.roi_range[1]))
+        out.roi_range = (lo, hi)
+    if not out.prompts:
+        raise PromptError("the markups hold no points and no ROI")
+    return out

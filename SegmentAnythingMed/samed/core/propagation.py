@@ -1,0 +1,176 @@
+"""Propagate a mask from one slice through its neighbours, in both directions, with any backend.
+
+Each next slice is prompted from the mask accepted on the slice before it: a box around that mask grown by
+``box_margin_px`` pixels, plus the mask itself as a mask prompt when the model takes masks and
+``use_mask_prompt`` is on. The walk in one direction stops at the first slice where
+
+1. ``range``: the next slice is outside the volume, outside ``index_range`` (e.g. an ROI's extent) or past
+   ``max_slices`` steps from the seed;
+2. ``empty``: the predicted mask has fewer than ``min_area_px`` pixels;
+3. ``shrink`` / ``grow``: its area is below ``min_area_ratio`` or above ``max_area_ratio`` times the area on the
+   previous slice (the object ended, or the mask leaked into a neighbour);
+4. ``drift``: less than ``min_overlap`` of the new mask lies on the previous mask (the object cannot jump);
+5. ``score``: the model's own quality score is below ``min_score``;
+6. ``cancelled``: the caller's ``should_cancel()`` returned True.
+
+A slice that trips rules 2-5 is not included. ``PropagationResult.stopped`` says, per direction, which rule
+ended the walk and where. Nothing is written anywhere: the caller previews the result and applies it.
+Correct-and-repropagate: call :func:`propagate` again from the corrected slice (``directions=("up",)`` or
+``("down",)``) and :meth:`PropagationResult.merge` the new walk over the old one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .backend import Backend
+from .prompts import MASK, Prompt, box_from_mask
+
+DIRECTIONS = {"up": +1, "down": -1}  # up = increasing slice index
+
+
+@dataclass
+class PropagationSettings:
+    box_margin_px: float = 3.0
+    use_mask_prompt: bool = False
+    min_area_px: int = 5
+    min_area_ratio: float = 0.25
+    max_area_ratio: float = 2.5
+    min_overlap: float = 0.3
+    min_score: float = 0.0
+    max_slices: Optional[int] = None  # steps from the seed per direction
+    index_range: Optional[Tuple[int, int]] = None  # inclusive slice-index limits
+
+    def validate(self) -> None:
+        if self.box_margin_px < 0:
+            raise ValueError("box_margin_px must be >= 0")
+        if not 0 <= self.min_area_ratio <= 1 <= self.max_area_ratio:
+            raise ValueError("need 0 <= min_area_ratio <= 1 <= max_area_ratio")
+        if not 0 <= self.min_overlap <= 1:
+            raise ValueError("min_overlap must be within 0..1")
+        if self.max_slices is not None and self.max_slices < 0:
+            raise ValueError("max_slices must be >= 0")
+
+
+@dataclass
+class PropagationResult:
+    seed_index: int
+    masks: Dict[int, np.ndarray] = field(default_factory=dict)  # slice index -> (H, W) bool, seed included
+    scores: Dict[int, float] = field(default_factory=dict)
+    stopped: Dict[str, str] = field(default_factory=dict)  # direction -> "rule at slice N: detail"
+
+    @property
+    def indices(self):
+        return sorted(self.masks)
+
+    def merge(self, newer: "PropagationResult", direction: Optional[str] = None) -> "PropagationResult":
+        """This result with ``newer`` laid over it. With ``direction``, slices beyond the newer seed in that
+        direction that the newer walk did not reach are dropped (they followed from the corrected slice)."""
+        masks = dict(self.masks)
+        scores = dict(self.scores)
+        if direction is not None:
+            step = DIRECTIONS[direction]
+            for idx in list(masks):
+                if (idx - newer.seed_index) * step >= 0 and idx not in newer.masks:
+                    masks.pop(idx)
+                    scores.pop(idx, None)
+        masks.update(newer.masks)
+        scores.update(newer.scores)
+        stopped = dict(self.stopped)
+        stopped.update(newer.stopped)
+        return PropagationResult(self.seed_index, masks, scores, stopped)
+
+    def to_volume(self, shape_kji: Sequence[int], np_axis: int) -> np.ndarray:
+        vol = np.zeros(tuple(shape_kji), dtype=bool)
+        for idx, mask in self.masks.items():
+            sl = [slice(None)] * 3
+            sl[np_axis] = idx
+            vol[tuple(sl)] = mask
+        return vol
+
+
+def _check_next(mask: np.ndarray, score: float, prev: np.ndarray, prev_area: int, s: PropagationSettings):
+    area = int(mask.sum())
+    if area < s.min_area_px:
+        return "empty", f"{area} px"
+    ratio = area / max(prev_area, 1)
+    if ratio < s.min_area_ratio:
+        return "shrink", f"area {area} px is {ratio:.2f} x the previous slice's"
+    if ratio > s.max_area_ratio:
+        return "grow", f"area {area} px is {ratio:.2f} x the previous slice's"
+    overlap = float(np.logical_and(mask, prev).sum()) / area
+    if overlap < s.min_overlap:
+        return "drift", f"only {overlap:.0%} of the mask lies on the previous slice's mask"
+    if score < s.min_score:
+        return "score", f"score {score:.2f} < {s.min_score:.2f}"
+    return None, ""
+
+
+def propagate(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices: int, seed_index: int,
+              seed_mask: np.ndarray, settings: Optional[PropagationSettings] = None,
+              directions: Sequence[str] = ("up", "down"),
+              progress: Optional[Callable[[int, int], None]] = None,
+              should_cancel: Optional[Callable[[], bool]] = None) -> PropagationResult:
+    """Walk from ``seed_index`` (whose mask is ``seed_mask``) through the neighbouring slices.
+
+    ``get_slice(i)`` returns slice ``i`` as preprocessed (H, W, 3) uint8. ``progress(done, total)`` is called
+    after each slice (``total`` is the most slices the walk could visit). See the module docstring for rules.
+    """
+    s = settings or PropagationSettings()
+    s.validate()
+    seed_mask = np.asarray(seed_mask).astype(bool)
+    if not seed_mask.any():
+        raise ValueError(f"the seed mask on slice {seed_index} is empty: nothing to propagate")
+    lo, hi = 0, n_slices - 1
+    if s.index_range is not None:
+        lo, hi = max(lo, int(s.index_range[0])), min(hi, int(s.index_range[1]))
+    if not lo <= seed_index <= hi:
+        raise ValueError(f"seed slice {seed_index} is outside the propagation range {lo}..{hi}")
+    use_mask = s.use_mask_prompt and MASK in backend.prompt_kinds()
+    result = PropagationResult(seed_index, {seed_index: seed_mask}, {seed_index: 1.0})
+
+    limits = {}
+    for d in directions:
+        step = DIRECTIONS[d]
+        end = hi if step > 0 else lo
+        n = abs(end - seed_index)
+        if s.max_slices is not None:
+            n = min(n, s.max_slices)
+        limits[d] = n
+    total = sum(limits.values())
+    done = 0
+    for d in directions:
+        step = DIRECTIONS[d]
+        prev, prev_area = seed_mask, int(seed_mask.sum())
+        idx = seed_index
+        stop = None
+        for _ in range(limits[d]):
+            if should_cancel is not None and should_cancel():
+                stop = f"cancelled at slice {idx + step}"
+                break
+            idx += step
+            if backend.wants_prefetch:  # let the backend encode the next slices ahead
+                ahead = [idx + step * k for k in (1, 2) if lo <= idx + step * k <= hi]
+                backend.prefetch([get_slice(i) for i in ahead])
+            box = box_from_mask(prev, s.box_margin_px)
+            prompt = Prompt(box_xy=box, mask=prev if use_mask else None)
+            pred = backend.segment(get_slice(idx), prompt, multimask=False)
+            mask, score = pred.best, pred.best_score
+            rule, detail = _check_next(mask, score, prev, prev_area, s)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+            if rule:
+                stop = f"{rule} at slice {idx}: {detail}"
+                break
+            result.masks[idx] = mask
+            result.scores[idx] = score
+            prev, prev_area = mask, int(mask.sum())
+        else:
+            stop = f"range: reached slice {idx}"
+        result.stopped[d] = stop
+    if progress is not None:
+        progress(total, total)
+    return result

