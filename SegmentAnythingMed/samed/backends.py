@@ -8,8 +8,12 @@ from .core.backend import Backend
 
 
 def create_backend(where: str = "local", model: str = "litemedsam", checkpoint: Optional[str] = None,
-                   device: Optional[str] = None, token: Optional[str] = None, timeout: float = 60.0) -> Backend:
-    """``where``: "local" (torch in this process) or the service's URL (torch-free client)."""
+                   device: Optional[str] = None, token: Optional[str] = None, timeout: float = 60.0,
+                   engine: Optional[str] = None) -> Backend:
+    """``where``: "local" (an engine in this process) or the service's URL (torch-free client).
+
+    ``engine`` (local only): "auto" (default, or $SAMED_ENGINE: ONNX Runtime for LiteMedSAM when it exports and
+    passes its check against torch, else torch), "torch" (the reference) or "onnx"."""
     if where in (None, "", "local"):
         try:
             from .engines.local import LocalBackend  # torch is imported only here
@@ -19,7 +23,9 @@ def create_backend(where: str = "local", model: str = "litemedsam", checkpoint: 
             raise BackendError(
                 f"the in-process backend needs PyTorch and segment-anything ({exc}); install them "
                 f"(pip install 'segmentanythingmed[engines]') or use a model service with --backend URL") from exc
-        return LocalBackend.create(model, checkpoint, device)
+        from .engines.selection import default_engine
+
+        return LocalBackend.create(model, checkpoint, device, engine=engine or default_engine())
     if where.startswith(("http://", "https://")):
         from .client.http import HttpBackend
 

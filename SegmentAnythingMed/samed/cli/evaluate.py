@@ -1,41 +1,104 @@
-"""``samed evaluate``: simulated prompts on a dataset with reference masks -> results.csv, summary.json, a table."""
+"""``samed evaluate``: the seed study's protocol on a dataset with reference masks -> results.csv, summary.json,
+report.html (see docs/evaluation.md)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from ..core import io
-from ..evaluation.prompt_modes import PROMPT_MODES, get_mode
-from ..evaluation.runner import ROW_FIELDS, count_tasks, run_evaluation
-from ..evaluation.tables import format_table, summarize, write_results
-from .common import add_backend_options, backend_from_args, progress_bar
+from ..evaluation.everything import DEFAULT_GRID
+from ..evaluation.job import BackendSource, evaluate_dataset, finish
+from ..evaluation.prompt_modes import MODE_HELP, all_modes, parse_modes
+from ..evaluation.simulate import ORACLE, SCORE
+from ..evaluation.statistics import DEFAULT_BOOTSTRAP
+from ..evaluation.runner import EvaluationSettings
+from ..evaluation.tables import choose_primary, format_table, format_volume_table
+from ..evaluation.tasks import count_tasks
+from .common import add_backend_options, progress_bar, read_token
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a model with simulated prompts on a dataset",
+                       conflict_handler="resolve",  # --backend below replaces the shared single-valued one
                        description="Evaluate a model on a dataset folder (2D: images/, masks/, labels.json; "
-                                   "3D: image.*, label.*, labels.json) with simulated prompts.")
+                                   "3D: image.*, label.*, labels.json) with the simulated prompts of the seed study "
+                                   "(Mazurowski et al. 2023). Writes results.csv, summary.json and report.html; "
+                                   "a rerun with the same settings resumes where the last one stopped.")
     p.add_argument("dataset", help="dataset folder")
-    p.add_argument("--prompt", default="box-all", help=f"prompt mode: {', '.join(PROMPT_MODES)} (default box-all)")
+    p.add_argument("--prompt", default="box-all",
+                   help=f"prompt mode(s), comma-separated: {MODE_HELP} (default box-all)")
+    p.add_argument("--all-modes", action="store_true",
+                   help="every mode in one pass (each picture encoded once): the five study modes, iterative:9, "
+                        "everything, and the placement series point-offset:0.25..0.9 and box-shift:0.05..0.3")
+    p.add_argument("--oracle", action="store_true",
+                   help="keep the candidate mask closest to the reference (of three) instead of the highest-scoring")
+    p.add_argument("--propagate", action="store_true",
+                   help="3D sets: also one box on the middle slice of each object, propagated through the volume, "
+                        "against a box on every slice (3D Dice, NSD, HD95 per class)")
     p.add_argument("--out", default="evaluation", help="output folder (default ./evaluation)")
     p.add_argument("--intensity", default="auto", help="intensity preprocessing (see samed segment --help)")
     p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance, mm (pixels for 2D sets)")
+    p.add_argument("--seed", type=int, default=0, help="seed for ties between equally central pixels and box "
+                                                       "shift directions (default 0)")
+    p.add_argument("--everything-grid", type=int, default=DEFAULT_GRID,
+                   help=f"points per side of the everything-mode grid (default {DEFAULT_GRID}; SAM uses 32)")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
+                   help=f"bootstrap resamples for the 95%% confidence intervals (default {DEFAULT_BOOTSTRAP}; 0: none)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes, each with its own backend (default: one per --backend)")
+    p.add_argument("--restart", action="store_true", help="discard the results already in --out and start over")
+    p.add_argument("--no-report", action="store_true", help="skip report.html and its figures")
     add_backend_options(p)
+    p.add_argument("--backend", action="append", default=None, metavar="WHERE",
+                   help="'local' (in-process, default) or a model service's URL; repeat to share the pictures "
+                        "among several services (each worker takes the next picture when it is free)")
     p.set_defaults(func=run)
 
 
+def settings_from_args(args) -> EvaluationSettings:
+    modes = all_modes() if args.all_modes else parse_modes(args.prompt)
+    if args.everything_grid < 1:
+        raise ValueError("--everything-grid must be at least 1")
+    return EvaluationSettings(modes, ORACLE if args.oracle else SCORE, args.intensity, args.tolerance, args.seed,
+                              args.everything_grid, args.propagate)
+
+
+def backend_source(args) -> BackendSource:
+    from ..backends import create_backend
+
+    token = read_token(args)
+    wheres = args.backend or ["local"]
+    factories = [functools.partial(create_backend, w, args.model, args.checkpoint, args.device, token)
+                 for w in wheres]
+    return BackendSource(args.model, factories, args.workers if args.workers is not None else len(wheres))
+
+
 def run(args) -> int:
-    mode = get_mode(args.prompt)
+    settings = settings_from_args(args)
     info = io.list_dataset(args.dataset)  # fails early on a folder that is not a dataset
-    backend = backend_from_args(args)
-    with progress_bar(count_tasks(info), f"evaluate {info.path.name}") as bar:
-        result = run_evaluation(backend, args.dataset, mode, args.intensity, args.tolerance, progress=bar.update)
-    summary = summarize(result.rows, result.seconds, result.pictures,
-                        {"dataset": str(info.path), "kind": info.kind, "model": backend.model, "prompt": mode.name,
-                         "intensity": args.intensity, "tolerance": args.tolerance})
+    if args.bootstrap < 0:
+        raise ValueError("--bootstrap must be 0 or more")
+    source = backend_source(args)
     out = Path(args.out)
-    write_results(out, result.rows, summary, ROW_FIELDS)
-    print(f"{info.path.name}: model {backend.model}, prompt {mode.name}")
+    try:
+        with progress_bar(count_tasks(info), f"evaluate {info.path.name}") as bar:
+            result = evaluate_dataset(args.dataset, settings, source, out, args.restart, progress=bar.update)
+        extra = {"dataset": str(info.path), "kind": info.kind, "model": result.model,
+                 "prompt": choose_primary(settings.row_names()), "modes_run": [m.name for m in settings.modes],
+                 "selection": settings.selection, "intensity": settings.intensity, "tolerance": settings.tolerance,
+                 "seed": settings.seed, "propagate": settings.propagate}
+        summary = finish(out, info, settings, result, source, extra, report=not args.no_report,
+                         n_boot=args.bootstrap)
+    finally:
+        source.close()
+    resumed = f" ({result.resumed} finished before, resumed)" if result.resumed else ""
+    print(f"{info.path.name}: model {result.model}, prompt {summary['primary']}, "
+          f"candidates by {settings.selection}{resumed}")
     print(format_table(summary))
-    print(f"wrote {out / 'results.csv'} and {out / 'summary.json'}")
-    backend.close()
+    if summary.get("volumes"):
+        print(format_volume_table(summary["volumes"]))
+    written = [out / "results.csv", out / "summary.json"]
+    if (out / "report.html").is_file() and not args.no_report:
+        written.append(out / "report.html")
+    print(f"wrote {', '.join(str(w) for w in written)}")
     return 0

@@ -11,7 +11,7 @@ from typing import Dict
 import numpy as np
 
 from ..core import io, metrics
-from ..core.geometry import AXIS_NAMES, GeometryError, Volume, check_slice_index
+from ..core.geometry import AXIS_NAMES, Volume, check_slice_index, numpy_axis
 from ..core.markups import read_markups
 from ..core.markup_prompts import SlicePrompts, prompts_from_markups
 from ..core.prompts import Prompt, PromptError
@@ -103,17 +103,19 @@ def run(args) -> int:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
     volume = load_input(args.image)
-    backend = backend_from_args(args)
     intensity = intensity_from_args(args, volume.array)
-    session = VolumeSession(volume, backend, args.axis, intensity=intensity)
-    slice_prompts = _cli_prompts(args, volume, session.np_axis)
+    np_axis = numpy_axis(args.axis, volume.ijk_to_ras)
+    slice_prompts = _cli_prompts(args, volume, np_axis)
+    slice_shape = [n for a, n in enumerate(volume.array.shape[:3]) if a != np_axis]
     for index, prompt in slice_prompts.prompts.items():
-        prompt.validate(session.slice_shape)
-
+        prompt.validate(slice_shape)
     ref = None
     if args.reference:
         ref = _load_reference(args.reference, args.reference_label, volume)
     name = args.name or (ref[1] if ref else "Segment_1")
+    # only now load the model: every input error above is reported without waiting for it
+    backend = backend_from_args(args)
+    session = VolumeSession(volume, backend, args.axis, intensity=intensity)
 
     t0 = time.perf_counter()
     with progress_bar(len(slice_prompts.prompts), "segment") as bar:

@@ -11,9 +11,12 @@ Each next slice is prompted from the mask accepted on the slice before it: a box
    previous slice (the object ended, or the mask leaked into a neighbour);
 4. ``drift``: less than ``min_overlap`` of the new mask lies on the previous mask (the object cannot jump);
 5. ``score``: the model's own quality score is below ``min_score``;
-6. ``cancelled``: the caller's ``should_cancel()`` returned True.
+6. ``intensity``: the mean grey value (of the picture the model sees) inside the new mask differs from the
+   seed's by more than ``max_intensity_shift`` seed standard deviations (and at least ``min_intensity_shift``
+   grey levels): the mask has moved onto another tissue, e.g. from lung onto liver;
+7. ``cancelled``: the caller's ``should_cancel()`` returned True.
 
-A slice that trips rules 2-5 is not included. ``PropagationResult.stopped`` says, per direction, which rule
+A slice that trips rules 2-6 is not included. ``PropagationResult.stopped`` says, per direction, which rule
 ended the walk and where. Nothing is written anywhere: the caller previews the result and applies it.
 Correct-and-repropagate: call :func:`propagate` again from the corrected slice (``directions=("up",)`` or
 ``("down",)``) and :meth:`PropagationResult.merge` the new walk over the old one.
@@ -34,12 +37,15 @@ DIRECTIONS = {"up": +1, "down": -1}  # up = increasing slice index
 @dataclass
 class PropagationSettings:
     box_margin_px: float = 3.0
+    box_margin_frac: float = 0.0  # plus this fraction of the box's width/height on each side
     use_mask_prompt: bool = False
     min_area_px: int = 5
     min_area_ratio: float = 0.25
     max_area_ratio: float = 2.5
     min_overlap: float = 0.3
-    min_score: float = 0.0
+    min_score: float = 0.5
+    max_intensity_shift: float = 2.5  # in seed standard deviations; 0 turns the rule off
+    min_intensity_shift: float = 12.0  # grey levels (0..255)
     max_slices: Optional[int] = None  # steps from the seed per direction
     index_range: Optional[Tuple[int, int]] = None  # inclusive slice-index limits
 
@@ -91,7 +97,21 @@ class PropagationResult:
         return vol
 
 
-def _check_next(mask: np.ndarray, score: float, prev: np.ndarray, prev_area: int, s: PropagationSettings):
+def _grow(box: np.ndarray, frac: float, shape_hw) -> np.ndarray:
+    if frac <= 0:
+        return box
+    dx, dy = (box[2] - box[0] + 1) * frac, (box[3] - box[1] + 1) * frac
+    h, w = shape_hw
+    return np.clip(box + np.array([-dx, -dy, dx, dy]), 0, [w - 1, h - 1, w - 1, h - 1])
+
+
+def _grey_stats(picture: np.ndarray, mask: np.ndarray) -> Tuple[float, float]:
+    values = np.asarray(picture)[..., 0][mask].astype(np.float64)
+    return float(values.mean()), float(values.std())
+
+
+def _check_next(mask: np.ndarray, score: float, prev: np.ndarray, prev_area: int, s: PropagationSettings,
+                picture: np.ndarray, seed_stats: Tuple[float, float]):
     area = int(mask.sum())
     if area < s.min_area_px:
         return "empty", f"{area} px"
@@ -105,6 +125,11 @@ def _check_next(mask: np.ndarray, score: float, prev: np.ndarray, prev_area: int
         return "drift", f"only {overlap:.0%} of the mask lies on the previous slice's mask"
     if score < s.min_score:
         return "score", f"score {score:.2f} < {s.min_score:.2f}"
+    if s.max_intensity_shift > 0:
+        mean, _ = _grey_stats(picture, mask)
+        limit = max(s.max_intensity_shift * seed_stats[1], s.min_intensity_shift)
+        if abs(mean - seed_stats[0]) > limit:
+            return "intensity", f"mean grey {mean:.0f} vs {seed_stats[0]:.0f} on the seed slice"
     return None, ""
 
 
@@ -130,6 +155,7 @@ def propagate(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices
         raise ValueError(f"seed slice {seed_index} is outside the propagation range {lo}..{hi}")
     use_mask = s.use_mask_prompt and MASK in backend.prompt_kinds()
     result = PropagationResult(seed_index, {seed_index: seed_mask}, {seed_index: 1.0})
+    seed_stats = _grey_stats(get_slice(seed_index), seed_mask)
 
     limits = {}
     for d in directions:
@@ -154,11 +180,12 @@ def propagate(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices
             if backend.wants_prefetch:  # let the backend encode the next slices ahead
                 ahead = [idx + step * k for k in (1, 2) if lo <= idx + step * k <= hi]
                 backend.prefetch([get_slice(i) for i in ahead])
-            box = box_from_mask(prev, s.box_margin_px)
+            box = _grow(box_from_mask(prev, s.box_margin_px), s.box_margin_frac, prev.shape)
             prompt = Prompt(box_xy=box, mask=prev if use_mask else None)
-            pred = backend.segment(get_slice(idx), prompt, multimask=False)
+            picture = get_slice(idx)
+            pred = backend.segment(picture, prompt, multimask=False)
             mask, score = pred.best, pred.best_score
-            rule, detail = _check_next(mask, score, prev, prev_area, s)
+            rule, detail = _check_next(mask, score, prev, prev_area, s, picture, seed_stats)
             done += 1
             if progress is not None:
                 progress(done, total)

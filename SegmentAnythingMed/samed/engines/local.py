@@ -1,12 +1,15 @@
-"""In-process backend: a :class:`SamEngine` behind the :class:`Backend` interface, with an embedding cache.
+"""In-process backend: an engine (torch or ONNX Runtime) behind the :class:`Backend` interface, with an embedding cache.
 
 The cache is keyed by the slice's content (see ``core.backend.image_key``), so clicking again on a slice
 never re-encodes it, and it is bounded by a memory budget (least recently used entries leave first).
+:meth:`LocalBackend.prefetch` encodes slices ahead in a background thread (e.g. the neighbours of the slice the
+user looks at); a slice asked for while it is being encoded ahead waits for that encode instead of repeating it.
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Dict, FrozenSet, Optional
 
 import numpy as np
@@ -61,17 +64,37 @@ class EmbeddingCache:
 
 
 class LocalBackend(Backend):
-    def __init__(self, engine: SamEngine, cache_bytes: int = 512 << 20):
+    """``engine``: a :class:`SamEngine` (torch, the reference) or an ONNX Runtime engine (same interface).
+
+    ``prefetch_in_propagation``: let propagation encode the next slices ahead (None: on a GPU only; on a small
+    CPU the encodes ahead past the object's end cost more than the overlap saves).
+    """
+
+    PREFETCH_PENDING = 4  # pending encode-ahead requests kept; older ones are dropped (the user moved on)
+
+    def __init__(self, engine: SamEngine, cache_bytes: int = 512 << 20,
+                 prefetch_in_propagation: Optional[bool] = None):
         self.engine = engine
         self.model = engine.name
         self.cache = EmbeddingCache(cache_bytes)
-        self._lock = threading.Lock()  # one forward pass at a time on this engine
+        self._lock = threading.Lock()  # one encoder pass at a time on this engine
+        # the torch engine runs one forward pass at a time; ONNX Runtime sessions may decode during an encode
+        self._decode_lock = self._lock if getattr(engine, "engine", "torch") == "torch" else threading.Lock()
         self.encoder_runs = 0
+        if prefetch_in_propagation is None:
+            prefetch_in_propagation = str(getattr(engine, "device", "cpu")).startswith("cuda")
+        self.wants_prefetch = bool(prefetch_in_propagation)
+        self._pending: "OrderedDict[str, Future]" = OrderedDict()
+        self._pending_lock = threading.Lock()
+        self._executor: Optional[ThreadPoolExecutor] = None
 
     @classmethod
     def create(cls, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
-               **kwargs) -> "LocalBackend":
-        return cls(SamEngine(model, checkpoint, device), **kwargs)
+               engine: str = "torch", engine_options: Optional[dict] = None, **kwargs) -> "LocalBackend":
+        """``engine``: "torch" (the reference, default here), "onnx" or "auto" (see ``engines.selection``)."""
+        from .selection import create_engine
+
+        return cls(create_engine(model, checkpoint, device, engine, **(engine_options or {})), **kwargs)
 
     def info(self) -> Dict[str, object]:
         return {"service": "samed (in-process)", "version": __version__, "device": self.engine.device,
@@ -80,14 +103,25 @@ class LocalBackend(Backend):
     def prompt_kinds(self) -> FrozenSet[str]:
         return self.engine.prompt_kinds
 
+    def _encode_into_cache(self, key: str, image_rgb: np.ndarray) -> None:
+        with self._lock:
+            if key not in self.cache:
+                self.cache.put(key, self.engine.encode(image_rgb))
+                self.encoder_runs += 1
+
     def encode(self, image_rgb: np.ndarray) -> EmbeddingHandle:
         image_rgb = check_image(image_rgb)
         key = image_key(self.model, image_rgb)
         if key not in self.cache:
-            with self._lock:
-                if key not in self.cache:
-                    self.cache.put(key, self.engine.encode(image_rgb))
-                    self.encoder_runs += 1
+            with self._pending_lock:
+                fut = self._pending.pop(key, None)
+            if fut is not None and not fut.cancel():
+                try:
+                    fut.result()  # being encoded ahead right now: wait for it rather than encode twice
+                except (RuntimeError, ValueError, OSError):
+                    pass  # the encode ahead failed: encode here, where the error reaches the caller
+            if key not in self.cache:
+                self._encode_into_cache(key, image_rgb)
         return EmbeddingHandle(key, self.model, tuple(image_rgb.shape[:2]))
 
     def encode_many(self, images_rgb, batch_size: int = 4):
@@ -104,6 +138,31 @@ class LocalBackend(Backend):
                 self.cache.put(keys[i], emb)
         return [EmbeddingHandle(k, self.model, tuple(im.shape[:2])) for k, im in zip(keys, images)]
 
+    def prefetch(self, images_rgb) -> None:
+        """Encode these slices ahead in a background thread, in order; at most ``PREFETCH_PENDING`` requests
+        wait (older ones are dropped: the user has moved on). Returns at once."""
+        for image in images_rgb:
+            image = check_image(image)
+            key = image_key(self.model, image)
+            if key in self.cache:
+                continue
+            with self._pending_lock:
+                if key in self._pending:
+                    continue
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samed-prefetch")
+                self._pending[key] = self._executor.submit(self._prefetch_one, key, np.array(image, copy=True))
+                while len(self._pending) > self.PREFETCH_PENDING:
+                    _, old = self._pending.popitem(last=False)
+                    old.cancel()
+
+    def _prefetch_one(self, key: str, image_rgb: np.ndarray) -> None:
+        try:
+            self._encode_into_cache(key, image_rgb)
+        finally:
+            with self._pending_lock:
+                self._pending.pop(key, None)
+
     def embedding(self, handle: EmbeddingHandle) -> Embedding:
         emb = self.cache.get(handle.key)
         if emb is None:
@@ -112,5 +171,14 @@ class LocalBackend(Backend):
 
     def decode(self, handle: EmbeddingHandle, prompt: Prompt, multimask: Optional[bool] = None) -> Prediction:
         emb = self.embedding(handle)
-        with self._lock:
+        with self._decode_lock:
             return self.engine.decode(emb, prompt, multimask)
+
+    def close(self) -> None:
+        with self._pending_lock:
+            for fut in self._pending.values():
+                fut.cancel()
+            self._pending.clear()
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)

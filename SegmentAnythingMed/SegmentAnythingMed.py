@@ -1,0 +1,483 @@
+"""SegmentAnythingMed: Segment Anything (SAM, MedSAM, LiteMedSAM) in 3D Slicer.
+
+The module registers the "Segment Anything" Segment Editor effect at start-up. Its panel chooses the backend
+(in-process, or a model service URL + token) and the model, installs missing Python packages after asking, and
+evaluates a segment against a reference (table, per-slice plot, CSV). The work is done by ``SegmentAnythingMedLib``
+(the MRML bridge, no Qt) and ``samed`` (the library); this file is the thin Qt layer, the logic and the self-test.
+"""
+import logging
+import os
+
+import ctk
+import qt
+
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+
+from SegmentAnythingMedLib import evaluation_bridge
+from SegmentAnythingMedLib.backend_settings import (SETTINGS_KEYS, SETTINGS_PREFIX, BackendSettings, describe_info,
+                                                    describe_plan, install_plan, missing_packages, model_names,
+                                                    shared_provider)
+from SegmentAnythingMedLib.scene_nodes import label_choices, node_choices, segment_choices
+from SegmentAnythingMedLib.volume_bridge import volume_from_node
+from SegmentAnythingMedLib.worker import DONE, FAILED, PROGRESS, shared_worker
+
+EFFECT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SegmentAnythingMedLib",
+                             "SegmentEditorEffect.py")
+
+
+class SegmentAnythingMed(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "SegmentAnythingMed"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = ["Segmentations"]
+        self.parent.contributors = ["SegmentAnythingMed developers"]
+        self.parent.helpText = (
+            "Segment Anything (SAM, MedSAM, LiteMedSAM) for medical images. Use the <b>Segment Anything</b> effect "
+            "in the Segment Editor; here choose the backend (in-process or a model service) and evaluate a segment "
+            "against a reference.")
+        self.parent.acknowledgementText = (
+            "Uses Segment Anything (Meta AI, Apache-2.0), MedSAM and LiteMedSAM (Bo Wang lab, Apache-2.0).")
+        slicer.app.connect("startupCompleted()", self.registerEditorEffect)
+
+    def registerEditorEffect(self):
+        """Register the effect with the Segment Editor (as Slicer's ScriptedSegmentEditorEffect template does)."""
+        import qSlicerSegmentationsEditorEffectsPythonQt as qSlicerSegmentationsEditorEffects
+
+        SegmentAnythingMedLogic().restoreSettings(qt.QSettings().value)
+        instance = qSlicerSegmentationsEditorEffects.qSlicerSegmentEditorScriptedEffect(None)
+        instance.setPythonSource(EFFECT_SOURCE.replace("\\", "/"))
+        instance.self().register()
+        return instance
+
+
+class SegmentAnythingMedLogic(ScriptedLoadableModuleLogic):
+    """Backend settings, dependency installation, connection test and evaluation; no widgets."""
+
+    def __init__(self, provider=None, worker=None):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.provider = provider or shared_provider()
+        self.worker = worker or shared_worker()
+        self.summaryTableNode = None
+        self.sliceTableNode = None
+        self.chartNode = None
+        self.seriesNode = None
+
+    # settings --------------------------------------------------------------------------------------------------
+    def restoreSettings(self, get):
+        """Settings from a store (``qt.QSettings().value``); invalid stored values fall back to the defaults."""
+        values = {k: get(SETTINGS_PREFIX + k, "") for k in SETTINGS_KEYS}
+        try:
+            settings = BackendSettings.from_dict(values).validate()
+        except ValueError as exc:
+            logging.warning(f"SegmentAnythingMed: stored backend settings ignored ({exc})")
+            settings = BackendSettings()
+        self.provider.update(settings)
+        return settings
+
+    def useSettings(self, settings, set_=None):
+        """Validate and use ``settings`` (ValueError says what is wrong); store them with ``set_(key, value)``."""
+        settings = settings.validate()
+        self.provider.update(settings)
+        if set_ is not None:
+            for key, value in settings.to_dict().items():
+                set_(SETTINGS_PREFIX + key, value)
+        return settings
+
+    def missingPackages(self):
+        return missing_packages(self.provider.settings)
+
+    def installDependencies(self):
+        """Install what the in-process backend lacks: torch with PyTorchUtils, the rest with pip (ask first)."""
+        plan = install_plan(self.missingPackages())
+        if plan["torch"]:
+            try:
+                import PyTorchUtils
+            except ImportError as exc:
+                raise RuntimeError("the PyTorch extension is not installed: install 'PyTorch' from the Extensions "
+                                   "Manager, restart Slicer, then try again (or use a model service)") from exc
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+                raise RuntimeError("PyTorch was not installed")
+        if plan["pip"]:
+            slicer.util.pip_install(" ".join(plan["pip"]))
+        return self.missingPackages()
+
+    def startConnectionTest(self):
+        """Load / reach the backend in the worker thread; the result comes as the job's event."""
+        provider = self.provider
+        return self.worker.submit(lambda ctx: provider.get().info(), label="test connection")
+
+    @staticmethod
+    def connectionText(event):
+        if event.kind == DONE:
+            return describe_info(event.value)
+        return f"Connection failed: {event.error}"
+
+    # evaluation ------------------------------------------------------------------------------------------------
+    def _ensureOutputNodes(self, scene):
+        def node(current, cls, name):
+            if current is not None and current.GetScene() is scene:
+                return current
+            return scene.AddNewNodeByClass(cls, name)
+
+        self.summaryTableNode = node(self.summaryTableNode, "vtkMRMLTableNode", "SegmentAnythingMed evaluation")
+        self.sliceTableNode = node(self.sliceTableNode, "vtkMRMLTableNode", "SegmentAnythingMed Dice per slice")
+
+    def evaluate(self, segmentationNode, segmentId, referenceNode, reference, volumeNode, toleranceMm=2.0,
+                 npAxis=None):
+        """Metrics of a segment against a reference on ``volumeNode``'s grid, written to table and chart nodes."""
+        if volumeNode is None:
+            raise ValueError("choose the volume whose grid the comparison uses (the source volume)")
+        scene = segmentationNode.GetScene()
+        volume = volume_from_node(volumeNode, copy=False)
+        evaluation = evaluation_bridge.evaluate_segment(segmentationNode, segmentId, referenceNode, reference,
+                                                        volume, npAxis, toleranceMm)
+        self._ensureOutputNodes(scene)
+        evaluation_bridge.append_summary(self.summaryTableNode, evaluation)
+        evaluation_bridge.write_per_slice(self.sliceTableNode, evaluation)
+        self.chartNode, self.seriesNode = evaluation_bridge.per_slice_chart(
+            scene, self.sliceTableNode, evaluation, self.chartNode, self.seriesNode)
+        return evaluation
+
+    def exportCsv(self, path):
+        if self.summaryTableNode is None:
+            raise ValueError("evaluate a segment first: there is no table to export")
+        return evaluation_bridge.export_csv(self.summaryTableNode, path)
+
+    # the effect, driven from a script (the self-test) ----------------------------------------------------------
+    @staticmethod
+    def segmentWithEffect(effect, sliceNode, roiNode, propagate=True, timeout=600.0):
+        """Run the effect as a user would: ROI chosen, Segment from markups, Propagate, Apply. Returns status."""
+        index = effect.roiCombo.findData(roiNode.GetID())
+        if index < 0:
+            effect.updateGUIFromMRML()
+            index = effect.roiCombo.findData(roiNode.GetID())
+        effect.roiCombo.setCurrentIndex(index)
+        effect.onSegmentFromMarkups(sliceNode)
+        session = effect.session
+        session.wait(timeout)
+        if propagate:
+            effect.onPropagate()
+            session.wait(timeout)
+        effect.onPoll()
+        if not session.has_preview:
+            raise RuntimeError(f"the effect produced no preview: {session.status}")
+        effect.onApply()
+        return session.status
+
+
+class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        self.logic = SegmentAnythingMedLogic()
+        self.logic.restoreSettings(qt.QSettings().value)
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(100)
+        self.pollTimer.connect("timeout()", self.onPoll)
+        self.connectionJob = None
+        self._setupBackend()
+        self._setupEvaluation()
+        self.layout.addStretch(1)
+        self.updateBackendGUI()
+        self.updateEvaluationGUI()
+
+    def _setupBackend(self):
+        box = ctk.ctkCollapsibleButton()
+        box.text = "Backend"
+        self.layout.addWidget(box)
+        form = qt.QFormLayout(box)
+        self.whereCombo = qt.QComboBox()
+        self.whereCombo.addItem("In-process (this computer)", "local")
+        self.whereCombo.addItem("Model service", "service")
+        form.addRow("Run on:", self.whereCombo)
+        self.urlEdit = qt.QLineEdit()
+        self.urlEdit.setPlaceholderText("http://HOST:PORT")
+        form.addRow("Service URL:", self.urlEdit)
+        self.tokenEdit = qt.QLineEdit()
+        self.tokenEdit.setEchoMode(qt.QLineEdit.Password)
+        form.addRow("Token:", self.tokenEdit)
+        self.modelCombo = qt.QComboBox()
+        for name in model_names():
+            self.modelCombo.addItem(name, name)
+        form.addRow("Model:", self.modelCombo)
+        self.checkpointEdit = qt.QLineEdit()
+        self.checkpointEdit.setPlaceholderText("(shipped weights)")
+        self.browseButton = qt.QPushButton("Browse...")
+        row = qt.QHBoxLayout()
+        row.addWidget(self.checkpointEdit)
+        row.addWidget(self.browseButton)
+        form.addRow("Checkpoint:", row)
+        self.deviceCombo = qt.QComboBox()
+        for text, key in (("automatic", ""), ("cpu", "cpu"), ("cuda", "cuda")):
+            self.deviceCombo.addItem(text, key)
+        form.addRow("Device:", self.deviceCombo)
+        self.useButton = qt.QPushButton("Use these settings")
+        self.testButton = qt.QPushButton("Test connection")
+        self.installButton = qt.QPushButton("Install dependencies...")
+        buttons = qt.QHBoxLayout()
+        for b in (self.useButton, self.testButton, self.installButton):
+            buttons.addWidget(b)
+        form.addRow(buttons)
+        self.backendLabel = qt.QLabel("")
+        self.backendLabel.setWordWrap(True)
+        form.addRow(self.backendLabel)
+        self.whereCombo.connect("currentIndexChanged(int)", self.updateBackendGUI)
+        self.browseButton.connect("clicked()", self.onBrowseCheckpoint)
+        self.useButton.connect("clicked()", self.onUseSettings)
+        self.testButton.connect("clicked()", self.onTestConnection)
+        self.installButton.connect("clicked()", self.onInstall)
+
+    def _setupEvaluation(self):
+        box = ctk.ctkCollapsibleButton()
+        box.text = "Evaluation"
+        self.layout.addWidget(box)
+        form = qt.QFormLayout(box)
+        self.segmentationCombo, self.segmentCombo = qt.QComboBox(), qt.QComboBox()
+        self.referenceCombo, self.referenceItemCombo = qt.QComboBox(), qt.QComboBox()
+        self.gridCombo = qt.QComboBox()
+        form.addRow("Segmentation:", self.segmentationCombo)
+        form.addRow("Segment:", self.segmentCombo)
+        form.addRow("Reference:", self.referenceCombo)
+        form.addRow("Reference segment / label:", self.referenceItemCombo)
+        form.addRow("On the grid of:", self.gridCombo)
+        self.toleranceSpin = qt.QDoubleSpinBox()
+        self.toleranceSpin.setRange(0.1, 50.0)
+        self.toleranceSpin.setValue(2.0)
+        self.toleranceSpin.setSuffix(" mm")
+        form.addRow("NSD tolerance:", self.toleranceSpin)
+        self.refreshButton = qt.QPushButton("Refresh lists")
+        self.evaluateButton = qt.QPushButton("Evaluate")
+        self.exportButton = qt.QPushButton("Export CSV...")
+        buttons = qt.QHBoxLayout()
+        for b in (self.refreshButton, self.evaluateButton, self.exportButton):
+            buttons.addWidget(b)
+        form.addRow(buttons)
+        self.evaluationLabel = qt.QLabel("")
+        self.evaluationLabel.setWordWrap(True)
+        form.addRow(self.evaluationLabel)
+        self.segmentationCombo.connect("currentIndexChanged(int)", self.onSegmentationChanged)
+        self.referenceCombo.connect("currentIndexChanged(int)", self.onReferenceChanged)
+        self.refreshButton.connect("clicked()", self.updateEvaluationGUI)
+        self.evaluateButton.connect("clicked()", self.onEvaluate)
+        self.exportButton.connect("clicked()", self.onExport)
+
+    # backend ---------------------------------------------------------------------------------------------------
+    def _settingsFromGUI(self):
+        service = self.whereCombo.itemData(self.whereCombo.currentIndex) == "service"
+        return BackendSettings(where=self.urlEdit.text.strip() if service else "local",
+                               model=self.modelCombo.itemData(self.modelCombo.currentIndex) or "litemedsam",
+                               checkpoint=self.checkpointEdit.text.strip(),
+                               device=self.deviceCombo.itemData(self.deviceCombo.currentIndex) or "",
+                               token=self.tokenEdit.text)
+
+    def updateBackendGUI(self, *args):
+        settings = self.logic.provider.settings
+        if args == ():  # from the stored settings
+            self.whereCombo.setCurrentIndex(0 if settings.is_local else 1)
+            self.urlEdit.setText("" if settings.is_local else settings.where)
+            self.modelCombo.setCurrentIndex(max(0, self.modelCombo.findData(settings.model)))
+            self.checkpointEdit.setText(settings.checkpoint)
+            self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(settings.device)))
+            self.tokenEdit.setText(settings.token)
+        service = self.whereCombo.itemData(self.whereCombo.currentIndex) == "service"
+        self.urlEdit.setEnabled(service)
+        self.tokenEdit.setEnabled(service)
+        self.checkpointEdit.setEnabled(not service)
+        self.deviceCombo.setEnabled(not service)
+        missing = self.logic.missingPackages()
+        self.installButton.setVisible(bool(missing))
+        self.backendLabel.setText(describe_plan(install_plan(missing)) if missing else settings.describe())
+
+    def onBrowseCheckpoint(self):
+        path = qt.QFileDialog.getOpenFileName(self.parent, "Model checkpoint", "", "PyTorch checkpoint (*.pth *.pt)")
+        if path:
+            self.checkpointEdit.setText(path)
+
+    def onUseSettings(self):
+        try:
+            settings = self.logic.useSettings(self._settingsFromGUI(), qt.QSettings().setValue)
+        except ValueError as exc:
+            self.backendLabel.setText(str(exc))
+            return
+        self.backendLabel.setText(f"Using {settings.describe()}.")
+        self.updateBackendGUI(True)
+
+    def onTestConnection(self):
+        self.onUseSettings()
+        self.backendLabel.setText("Connecting (loading the model can take a while)...")
+        self.connectionJob = self.logic.startConnectionTest()
+        self.pollTimer.start()
+
+    def onPoll(self):
+        if self.connectionJob is None:
+            self.pollTimer.stop()
+            return
+        for event in self.logic.worker.poll([self.connectionJob]):
+            if event.kind in (DONE, FAILED):
+                self.backendLabel.setText(SegmentAnythingMedLogic.connectionText(event))
+                self.connectionJob = None
+                self.pollTimer.stop()
+            elif event.kind != PROGRESS:
+                self.connectionJob = None
+                self.pollTimer.stop()
+
+    def onInstall(self):
+        plan = install_plan(self.logic.missingPackages())
+        answer = qt.QMessageBox.question(self.parent, "Install dependencies", describe_plan(plan) + "\n\nInstall now?",
+                                         qt.QMessageBox.Yes | qt.QMessageBox.No)
+        if answer != qt.QMessageBox.Yes:
+            self.backendLabel.setText("Nothing installed. Set a model service URL to work without PyTorch.")
+            return
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
+            missing = self.logic.installDependencies()
+            self.backendLabel.setText("Installed." if not missing else f"Still missing: {', '.join(missing)}")
+        except (RuntimeError, OSError) as exc:
+            self.backendLabel.setText(f"Installation failed: {exc}")
+        finally:
+            qt.QApplication.restoreOverrideCursor()
+        self.updateBackendGUI(True)
+
+    # evaluation ------------------------------------------------------------------------------------------------
+    def _fill(self, combo, choices):
+        current = combo.itemData(combo.currentIndex) if combo.currentIndex >= 0 else None
+        combo.blockSignals(True)
+        combo.clear()
+        for text, data in choices:
+            combo.addItem(text, data)
+        index = combo.findData(current) if current is not None else -1
+        combo.setCurrentIndex(index if index >= 0 else 0)
+        combo.blockSignals(False)
+
+    def _nodeOf(self, combo):
+        node_id = combo.itemData(combo.currentIndex) if combo.currentIndex >= 0 else ""
+        return slicer.mrmlScene.GetNodeByID(node_id) if node_id else None
+
+    def updateEvaluationGUI(self, *args):
+        scene = slicer.mrmlScene
+        segmentations = node_choices(scene, "vtkMRMLSegmentationNode", with_none=False)
+        self._fill(self.segmentationCombo, segmentations)
+        self._fill(self.referenceCombo, segmentations + node_choices(scene, "vtkMRMLLabelMapVolumeNode", False))
+        self._fill(self.gridCombo, node_choices(scene, "vtkMRMLScalarVolumeNode", with_none=False))
+        self.onSegmentationChanged()
+        self.onReferenceChanged()
+
+    def onSegmentationChanged(self, *args):
+        self._fill(self.segmentCombo, segment_choices(self._nodeOf(self.segmentationCombo)))
+
+    def onReferenceChanged(self, *args):
+        node = self._nodeOf(self.referenceCombo)
+        if node is not None and node.IsA("vtkMRMLSegmentationNode"):
+            self._fill(self.referenceItemCombo, segment_choices(node))
+        else:
+            self._fill(self.referenceItemCombo, label_choices(node))
+
+    def onEvaluate(self):
+        try:
+            evaluation = self.logic.evaluate(
+                self._nodeOf(self.segmentationCombo), self.segmentCombo.itemData(self.segmentCombo.currentIndex),
+                self._nodeOf(self.referenceCombo), self.referenceItemCombo.itemData(self.referenceItemCombo.currentIndex),
+                self._nodeOf(self.gridCombo), self.toleranceSpin.value)
+        except (ValueError, AttributeError, TypeError) as exc:
+            self.evaluationLabel.setText(f"Cannot evaluate: {exc}")
+            return None
+        self.evaluationLabel.setText(evaluation.describe())
+        return evaluation
+
+    def onExport(self):
+        path = qt.QFileDialog.getSaveFileName(self.parent, "Export evaluation", "evaluation.csv", "CSV (*.csv)")
+        if not path:
+            return None
+        try:
+            written = self.logic.exportCsv(path)
+        except (ValueError, OSError) as exc:
+            self.evaluationLabel.setText(f"Export failed: {exc}")
+            return None
+        self.evaluationLabel.setText(f"Written {written}")
+        return written
+
+
+class SegmentAnythingMedTest(ScriptedLoadableModuleTest):
+    """Runs the effect in Slicer on slicerio's CTChest4 and its Slicer-made segmentation: an ROI around the right
+    lung on its middle slice spanning 7 slices, Segment from markups, Propagate, Apply; Dice against the reference
+    on those slices must exceed 0.8."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear(0)
+
+    def runTest(self):
+        self.setUp()
+        self.test_SegmentAnythingOnCTChest()
+
+    def _data(self):
+        try:
+            import slicerio
+        except ImportError:
+            slicer.util.pip_install("slicerio")
+            import slicerio
+        ct = slicerio.get_testdata_file("CTChest4.nrrd")
+        volumeNode = slicer.util.loadVolume(ct)
+        referenceNode = slicer.util.loadSegmentation(os.path.join(os.path.dirname(ct), "Segmentation.seg.nrrd"))
+        return volumeNode, referenceNode
+
+    def test_SegmentAnythingOnCTChest(self):
+        self.delayDisplay("Loading CTChest4 and its reference segmentation")
+        volumeNode, referenceNode = self._data()
+        segmentEditorWidget = slicer.qMRMLSegmentEditorWidget()
+        segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
+        editorNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+        segmentEditorWidget.setMRMLSegmentEditorNode(editorNode)
+        sliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        dice = run_ctchest_scenario(slicer.mrmlScene, volumeNode, referenceNode, editorNode, sliceNode,
+                                    lambda: activate_effect(segmentEditorWidget, volumeNode, editorNode))
+        self.delayDisplay(f"Dice on the ROI's slices: {dice:.3f}")
+        self.assertGreater(dice, 0.8)
+        segmentEditorWidget = None
+
+
+def activate_effect(segmentEditorWidget, volumeNode, editorNode):
+    segmentEditorWidget.setSegmentationNode(editorNode.GetSegmentationNode())
+    segmentEditorWidget.setSourceVolumeNode(volumeNode)
+    segmentEditorWidget.setCurrentSegmentID(editorNode.GetSelectedSegmentID())
+    segmentEditorWidget.setActiveEffectByName("Segment Anything")
+    return segmentEditorWidget.activeEffect().self()
+
+
+def run_ctchest_scenario(scene, volumeNode, referenceNode, editorNode, sliceNode, activateEffect,
+                         segmentName="right lung", depth=3):
+    """The self-test's steps (also run by pytest with a faked Slicer application): returns Dice on the ROI's slices."""
+    import numpy as np
+
+    from samed.core.metrics import dice
+    from SegmentAnythingMedLib.markup_bridge import box_around_slice_mask, place_roi
+    from SegmentAnythingMedLib.segment_writer import segment_mask
+    from SegmentAnythingMedLib.volume_bridge import slice_normal_ras, slice_position_ras
+
+    volume = volume_from_node(volumeNode)
+    segmentation = referenceNode.GetSegmentation()
+    referenceId = next(segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())
+                       if segmentation.GetNthSegment(n).GetName() == segmentName)
+    reference = segment_mask(referenceNode, referenceId, volume)
+    ks = np.flatnonzero(reference.any(axis=(1, 2)))
+    middle = int((ks[0] + ks[-1]) // 2)
+    first, last = middle - depth, middle + depth
+    roiNode = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "around " + segmentName)
+    place_roi(roiNode, *box_around_slice_mask(volume, reference, 0, middle, first, last))
+
+    segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segment Anything result")
+    segmentationNode.CreateDefaultDisplayNodes()
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", segmentName)
+    editorNode.SetAndObserveSegmentationNode(segmentationNode)
+    editorNode.SetAndObserveSourceVolumeNode(volumeNode)
+    editorNode.SetSelectedSegmentID(segmentId)
+    effect = activateEffect()
+
+    normal = slice_normal_ras(volume, 0)
+    sliceNode.SetSliceToRASByNTP(*normal, *([1, 0, 0] if abs(normal[0]) < 0.9 else [0, 1, 0]),
+                                 *slice_position_ras(volume, 0, middle), 0)
+    SegmentAnythingMedLogic.segmentWithEffect(effect, sliceNode, roiNode)
+    result = segment_mask(segmentationNode, segmentId, volume)
+    return float(dice(result[first:last + 1], reference[first:last + 1]))

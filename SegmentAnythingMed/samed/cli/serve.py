@@ -1,0 +1,87 @@
+"""``samed serve``: run the model service (HTTP) that Slicer and ``samed --backend URL`` talk to."""
+from __future__ import annotations
+
+import argparse
+
+
+class _ModelAction(argparse.Action):
+    """--model NAME (repeatable): each adds a model; a following --checkpoint belongs to it."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        models = getattr(namespace, "models", None) or []
+        models.append([value, None])
+        namespace.models = models
+
+
+class _CheckpointAction(argparse.Action):
+    def __call__(self, parser, namespace, value, option_string=None):
+        models = getattr(namespace, "models", None) or []
+        if not models:
+            parser.error("put --checkpoint after the --model it belongs to, e.g. --model sam_vit_b --checkpoint "
+                         "sam_vit_b_01ec64.pth")
+        if models[-1][1] is not None:
+            parser.error(f"--model {models[-1][0]} has two --checkpoint options")
+        models[-1][1] = value
+        namespace.models = models
+
+
+def add_parser(sub) -> None:
+    from ..engines.models import MODELS
+    from ..service.config import ServiceConfig
+
+    d = ServiceConfig()
+    p = sub.add_parser(
+        "serve", help="run the model service (HTTP) for Slicer and 'samed --backend URL'",
+        description="Load one or more models (on CUDA when present) and serve them over HTTP with a shared "
+                    "embedding cache and propagation jobs. Binds 127.0.0.1 (this machine only) unless --host is "
+                    "given; any other address needs a token (--token-file or $SAMED_TOKEN), which clients send.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default %(default)s; 0.0.0.0 = every interface, needs a token)")
+    p.add_argument("--port", type=int, default=8765, help="default %(default)s")
+    p.add_argument("--model", dest="models", action=_ModelAction, choices=sorted(MODELS), metavar="MODEL",
+                   help=f"a model to serve (repeatable; default litemedsam): {', '.join(sorted(MODELS))}")
+    p.add_argument("--checkpoint", action=_CheckpointAction, metavar="FILE.pth",
+                   help="the checkpoint of the --model just before it (SAM ViT-B/L/H, MedSAM ViT-B)")
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when present)")
+    p.add_argument("--token-file", help="file whose first line is the token (else $SAMED_TOKEN; needed for a "
+                                        "non-loopback --host)")
+    p.add_argument("--cache-mb", type=float, default=1024,
+                   help="memory budget of the embedding cache shared by all clients (default %(default)s MB; "
+                        "LiteMedSAM and SAM embeddings take 4 MB each)")
+    p.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 2 ** 20,
+                   help="largest request, as sent and after decompression (default %(default)g MB)")
+    p.add_argument("--max-jobs", type=int, default=d.max_active_jobs,
+                   help="propagation jobs queued or running at once (default %(default)s)")
+    p.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (with --ssl-keyfile)")
+    p.add_argument("--ssl-keyfile")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    p.set_defaults(func=run, models=None)
+
+
+def run(args) -> int:
+    from ..service.auth import check_exposure, load_token
+
+    token = load_token(args.token_file)
+    check_exposure(args.host, token)  # before anything slow
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port} is not a port number (0..65535)")
+    if args.cache_mb <= 0 or args.max_body_mb <= 0 or args.max_jobs < 1:
+        raise ValueError("--cache-mb and --max-body-mb must be positive, --max-jobs at least 1")
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        from ..core.backend import BackendError
+
+        raise BackendError(f"the model service needs FastAPI and uvicorn ({exc}): "
+                           f"pip install 'segmentanythingmed[service]'") from exc
+    from ..service.config import ServiceConfig
+    from ..service.server import run_service
+
+    models = [tuple(m) for m in (args.models or [["litemedsam", None]])]
+    config = ServiceConfig(token=token, max_body_bytes=int(args.max_body_mb * 2 ** 20), max_active_jobs=args.max_jobs)
+    run_service(args.host, args.port, models, args.device, config, cache_bytes=int(args.cache_mb * 2 ** 20),
+                log_level=args.log_level, access_log=not args.no_access_log, ssl_certfile=args.ssl_certfile,
+                ssl_keyfile=args.ssl_keyfile)
+    return 0

@@ -1,0 +1,247 @@
+"""The model service as a :class:`Backend`: torch-free (standard library + numpy), usable in 3D Slicer's Python.
+
+``encode`` computes the slice's content key here and asks the service whether it has it before uploading, so
+a slice goes over the network once per service (whoever sent it first). ``decode`` sends the prompt as small JSON
+and gets the masks back bit-packed. ``start_propagation`` runs a propagation job on the server.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from typing import Dict, FrozenSet, Optional, Sequence
+
+import numpy as np
+
+from ..core.backend import Backend, BackendError, EmbeddingHandle, check_image, check_prompt_kinds, image_key
+from ..core.prompts import Prediction, Prompt
+from ..core.propagation import PropagationResult, PropagationSettings
+from ..service.auth import is_loopback
+from ..service.slab import needed_slab
+from ..service.wire import (API_PREFIX, API_VERSION, BUNDLE_TYPE, KEY_HEADER, WireError, decode_bundle,
+                            encode_bundle, gzip_bytes, mask_to_json, pack_pictures)
+from .errors import ApiVersionError, JobFailedError, JobTimeoutError, ServiceRequestError
+from .jobs import FAILED, JobProgress, PropagationJob, check_pictures
+from .transport import Reply, Transport
+
+P = API_PREFIX
+_MAX_ANSWER_BYTES = 1 << 34  # answers come from the service we chose; only a sanity bound
+
+
+class HttpBackend(Backend):
+    """A model on a samed service. ``compress``: gzip bodies ("auto": unless the service is on this machine)."""
+
+    wants_prefetch = False
+
+    def __init__(self, url: str, model: str = "litemedsam", token: Optional[str] = None, timeout: float = 60.0,
+                 compress="auto", keep_pictures: int = 4):
+        self.url = url.rstrip("/")
+        self.model = model
+        self._t = Transport(self.url, token, timeout, compress=False)
+        self._t.compress = (not is_loopback(self._t.host)) if compress == "auto" else bool(compress)
+        self._recent: "OrderedDict[str, np.ndarray]" = OrderedDict()  # re-sent if the service evicted them
+        self._recent_lock = threading.Lock()
+        self._keep = int(keep_pictures)
+        self._service_info = self._connect()
+        self._kinds = frozenset(self._service_info["models"][model]["prompt_kinds"])
+        self.max_body_bytes = int(self._service_info.get("limits", {}).get("max_body_bytes") or 0) or None
+
+    # ---- connection ------------------------------------------------------------------------------------------
+    def _connect(self) -> Dict[str, object]:
+        reply = self._t.request("GET", f"{P}/health")
+        if reply.status == 404:
+            root = self._t.request("GET", "/")
+            try:
+                versions = root.json().get("api_versions") if root.status == 200 else None
+            except (ServiceRequestError, AttributeError):
+                versions = None
+            if versions:
+                raise ApiVersionError(f"the samed service at {self.url} speaks API version(s) {versions}, this client "
+                                      f"speaks {API_VERSION}: install matching samed versions on both sides")
+            raise ApiVersionError(f"{self.url} is not a samed model service (no {P}/health): check the URL and port")
+        self._t.expect(reply, f"health check of {self.url}")
+        health = reply.json()
+        if not isinstance(health, dict) or health.get("service") != "samed":
+            raise ApiVersionError(f"{self.url} answered {P}/health but is not a samed model service")
+        if health.get("api_version") != API_VERSION:
+            raise ApiVersionError(f"the samed service at {self.url} speaks API version {health.get('api_version')} "
+                                  f"(samed {health.get('version')}), this client speaks {API_VERSION}: install "
+                                  f"matching samed versions on both sides")
+        info = self._t.expect(self._t.request("GET", f"{P}/info"), f"info from {self.url}").json()
+        if self.model not in info.get("models", {}):
+            served = ", ".join(info.get("models", {})) or "none"
+            raise BackendError(f"the samed service at {self.url} does not serve model {self.model!r} (it serves: "
+                               f"{served}): choose one of those, or start the service with --model {self.model}")
+        return info
+
+    def info(self) -> Dict[str, object]:
+        info = self._t.expect(self._t.request("GET", f"{P}/info"), f"info from {self.url}").json()
+        info["url"] = self.url
+        return info
+
+    def prompt_kinds(self) -> FrozenSet[str]:
+        return self._kinds
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._t.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        return self._t.bytes_received
+
+    def close(self) -> None:
+        self._t.close()
+
+    # ---- encode ----------------------------------------------------------------------------------------------
+    def is_cached(self, key: str) -> bool:
+        """Does the service hold the embedding with this key (``image_key(model, picture)``)?"""
+        reply = self._t.request("HEAD", f"{P}/models/{self.model}/embeddings/{key}")
+        if reply.status == 404:
+            return False
+        self._t.expect(reply, "the cache check")
+        return True
+
+    def _body(self, body: bytes, headers: dict, what: str) -> bytes:
+        """Check an upload against the service's size limit (before sending it); gzip it if asked."""
+        if self.max_body_bytes is not None and len(body) > self.max_body_bytes:
+            raise ServiceRequestError(
+                f"{what} is {len(body) / 2 ** 20:.1f} MB, more than the {self.max_body_bytes / 2 ** 20:.0f} MB the "
+                f"service at {self.url} accepts: send fewer slices (e.g. PropagationSettings.max_slices), or start "
+                f"the service with a larger --max-body-mb", 413)
+        if self._t.compress:
+            headers["Content-Encoding"] = "gzip"
+            return gzip_bytes(body)
+        return body
+
+    def _upload(self, image: np.ndarray, key: str) -> None:
+        headers = {"Content-Type": BUNDLE_TYPE, KEY_HEADER: key}
+        body = self._body(encode_bundle({}, {"image": pack_pictures(image)}), headers, "the slice")
+        reply = self._t.expect(self._t.request("POST", f"{P}/models/{self.model}/embeddings", body, headers),
+                               "encoding the slice")
+        if reply.json().get("key") != key:
+            raise BackendError(f"the service stored the slice under another key than {key[:12]}...: mismatched "
+                               f"samed versions on client and service?")
+
+    def encode(self, image_rgb: np.ndarray) -> EmbeddingHandle:
+        image = check_image(image_rgb)
+        key = image_key(self.model, image)
+        if not self.is_cached(key):
+            self._upload(image, key)
+        with self._recent_lock:
+            self._recent[key] = image
+            self._recent.move_to_end(key)
+            while len(self._recent) > self._keep:
+                self._recent.popitem(last=False)
+        return EmbeddingHandle(key, self.model, tuple(image.shape[:2]))
+
+    # ---- decode ----------------------------------------------------------------------------------------------
+    def decode(self, handle: EmbeddingHandle, prompt: Prompt, multimask: Optional[bool] = None,
+               logits: bool = False) -> Prediction:
+        """Candidate masks, best first; ``logits`` also fetches the decoder's low-res logits."""
+        if handle.model != self.model:
+            raise BackendError(f"this slice was encoded with {handle.model}, not {self.model}: encode it again")
+        prompt.validate(handle.shape_hw)  # the same errors as in-process, without a round trip
+        check_prompt_kinds(self.model, self._kinds, prompt)
+        request = {"include_points_xy": prompt.include_points_xy.tolist(),
+                   "exclude_points_xy": prompt.exclude_points_xy.tolist(),
+                   "box_xy": None if prompt.box_xy is None else [float(v) for v in prompt.box_xy],
+                   "mask": None if prompt.mask is None else mask_to_json(prompt.mask),
+                   "multimask": multimask, "logits": bool(logits)}
+        body = json.dumps(request).encode()
+        path = f"{P}/models/{self.model}/embeddings/{handle.key}/decode"
+        headers = {"Content-Type": "application/json"}
+        reply = self._t.request("POST", path, body, headers)
+        if reply.status == 404:  # evicted from the shared cache: send the slice again if we still have it
+            with self._recent_lock:
+                image = self._recent.get(handle.key)
+            if image is None or image_key(self.model, image) != handle.key:
+                raise BackendError(f"the service no longer holds slice {handle.key[:12]}... (its cache is full): "
+                                   f"encode the slice again")
+            self._upload(image, handle.key)
+            reply = self._t.request("POST", path, body, headers)
+        self._t.expect(reply, "decoding the prompt")
+        bundle = self._bundle(reply)
+        return Prediction(bundle.array("masks"), np.asarray(bundle.meta.get("scores"), dtype=np.float32),
+                          bundle.arrays.get("low_res_logits"))
+
+    def _bundle(self, reply: Reply):
+        try:
+            return decode_bundle(reply.body, _MAX_ANSWER_BYTES)
+        except WireError as exc:
+            raise ServiceRequestError(f"the service's answer is not a samed bundle ({exc}): mismatched versions?",
+                                      reply.status) from None
+
+    # ---- propagation -----------------------------------------------------------------------------------------
+    def start_propagation(self, pictures, seed_index: int, seed_mask, settings: Optional[PropagationSettings] = None,
+                          directions: Sequence[str] = ("up", "down"), first_index: int = 0,
+                          n_slices: Optional[int] = None) -> "RemotePropagationJob":
+        """Run a propagation job on the service; see :func:`samed.client.start_propagation`. Only the slices the
+        walk can reach (:func:`needed_slab`) are uploaded."""
+        pictures, seed_mask, n_slices = check_pictures(pictures, seed_index, seed_mask, first_index, n_slices)
+        settings = settings or PropagationSettings()
+        settings.validate()
+        lo, hi = needed_slab(n_slices, seed_index, settings, directions)
+        lo, hi = max(lo, first_index), min(hi, first_index + len(pictures) - 1)
+        slab = pictures[lo - first_index:hi - first_index + 1]
+        meta = {"seed_index": int(seed_index), "first_index": int(lo), "n_slices": int(n_slices),
+                "directions": list(directions),
+                "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()}}
+        headers = {"Content-Type": BUNDLE_TYPE}
+        body = self._body(encode_bundle(meta, {"pictures": pack_pictures(slab), "seed_mask": seed_mask}), headers,
+                          f"the upload of {len(slab)} slices")
+        status = self._t.expect(self._t.request("POST", f"{P}/models/{self.model}/propagations", body, headers),
+                                "starting propagation", ok=(202,)).json()
+        return RemotePropagationJob(self, status)
+
+
+class RemotePropagationJob(PropagationJob):
+    """A propagation job running on the service."""
+
+    def __init__(self, backend: HttpBackend, status: dict, poll_interval: float = 0.25):
+        self._b = backend
+        self.id = status["id"]
+        self.poll_interval = poll_interval
+        self._last = status
+
+    def _path(self, tail: str = "") -> str:
+        return f"{P}/jobs/{self.id}{tail}"
+
+    def progress(self) -> JobProgress:
+        self._last = self._b._t.expect(self._b._t.request("GET", self._path()), "job progress").json()
+        s = self._last
+        return JobProgress(s["state"], int(s.get("done", 0)), int(s.get("total", 0)), s.get("error"))
+
+    def cancel(self) -> None:
+        self._b._t.expect(self._b._t.request("POST", self._path("/cancel")), "cancelling the job")
+
+    def delete(self) -> None:
+        """Cancel the job and let the service forget it."""
+        reply = self._b._t.request("DELETE", self._path())
+        if reply.status != 404:
+            self._b._t.expect(reply, "deleting the job")
+
+    def result(self, timeout: Optional[float] = None) -> PropagationResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        p = self.progress()
+        while not p.finished:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeoutError(f"propagation job {self.id} is still {p.state} after {timeout:g} s "
+                                      f"({p.done}/{p.total} slices): call result() again, or cancel()")
+            time.sleep(self.poll_interval if deadline is None else
+                       max(0.0, min(self.poll_interval, deadline - time.monotonic())))
+            p = self.progress()
+        if p.state == FAILED:
+            raise JobFailedError(f"propagation job {self.id} on {self._b.url} failed: {p.error}")
+        reply = self._b._t.expect(self._b._t.request("GET", self._path("/result")), "fetching the job's result")
+        bundle = self._b._bundle(reply)
+        indices = [int(i) for i in bundle.meta.get("indices", [])]
+        masks = bundle.array("masks")
+        scores = bundle.meta.get("scores", [])
+        if len(masks) != len(indices) or len(scores) != len(indices):
+            raise ServiceRequestError(f"job {self.id}: the result has {len(masks)} masks for {len(indices)} slices",
+                                      reply.status)
+        return PropagationResult(int(bundle.meta["seed_index"]), {i: masks[n] for n, i in enumerate(indices)},
+                                 {i: float(scores[n]) for n, i in enumerate(indices)},
+                                 {str(k): str(v) for k, v in dict(bundle.meta.get("stopped", {})).items()})

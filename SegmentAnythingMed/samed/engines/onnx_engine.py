@@ -1,0 +1,343 @@
+"""The ONNX Runtime engine for LiteMedSAM: the torch engine's interface and masks, faster on small CPUs.
+
+The encoder and decoder are exported from the torch model on first use, checked against torch and cached per
+user (see :mod:`samed.engines.onnx_export`); later constructions load the cached graphs without importing torch.
+What differs from :class:`samed.engines.sam_engine.SamEngine`:
+
+- preprocessing (resize with PIL exactly as segment-anything does, normalize, pad) is done once in numpy, straight
+  into the encoder's input buffer: no torch tensors, no copies between numpy and torch;
+- ONNX Runtime runs fixed-shape graphs with every graph optimization on, ``intra_op`` threads = the cores this
+  process may use, sequential execution and no busy-waiting threads (``allow_spinning`` off: on a 2-core machine
+  that also runs Slicer's GUI, spinning threads steal the cores the next call needs); CUDA when onnxruntime-gpu
+  is installed and a GPU is present;
+- the decoder is segment-anything's, rewritten so that ONNX Runtime spends its time in matrix products (see
+  :mod:`samed.engines.onnx_decoder`); what depends only on the slice is computed at its first prompt and kept
+  for the next prompts on the last ``PREPARED_SLICES`` slices;
+- the decoder's two bilinear resizes (64 px logits -> padded model input -> crop -> slice size) are one linear map,
+  applied as two small matrix products precomputed per slice size, only to the masks that are returned;
+- embeddings are numpy arrays, optionally kept in float16 (half the cache memory; converted back per decode).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import FrozenSet, Optional, Tuple
+
+import numpy as np
+
+from ..core.backend import check_image, check_prompt_kinds
+from ..core.prompts import Prediction, Prompt
+from .models import ModelSpec, get_spec
+from .onnx_export import (ONNX_MODELS, OnnxArtifacts, OnnxExportError, default_checkpoint_path, export,
+                          read_manifest)
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_DTYPES = ("float32", "float16")
+PREPARED_NAMES = ("keys0", "k0_t2i", "v0_t2i", "q0_i2t")  # onnx_decoder.PREPARED (not imported: it needs torch)
+
+
+class OnnxUnavailable(RuntimeError):
+    """The ONNX engine cannot run here (onnxruntime missing, model not exportable, export check failed...)."""
+
+
+@dataclass
+class ArrayEmbedding:
+    """An encoded slice as a numpy array (1, 256, 64, 64), float32 or float16, and the sizes to map prompts."""
+
+    features: np.ndarray
+    original_size: Tuple[int, int]
+    input_size: Tuple[int, int]
+
+    def nbytes(self) -> int:
+        return int(self.features.nbytes)
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))  # honours taskset / container CPU sets
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def session_options(threads: Optional[int] = None, spinning: Optional[bool] = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = int(threads or os.environ.get("SAMED_ORT_THREADS") or available_cores())
+    so.inter_op_num_threads = 1
+    spin = _env_flag("SAMED_ORT_SPINNING", False) if spinning is None else bool(spinning)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    so.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+    return so
+
+
+def cuda_provider_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def resolve_device(device: Optional[str]) -> str:
+    if not device:
+        return "cuda" if cuda_provider_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not cuda_provider_available():
+            raise OnnxUnavailable(f"device {device!r} was asked for but this onnxruntime has no CUDA provider "
+                                  f"(install onnxruntime-gpu, or use the torch engine)")
+        return device
+    raise ValueError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+
+
+def _providers(device: str):
+    if device.startswith("cuda"):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+# ---- mask upsampling as matrices -------------------------------------------------------------------------------
+def _bilinear_matrix(out_n: int, in_n: int) -> np.ndarray:
+    """(out_n, in_n) matrix of torch's ``F.interpolate(mode="bilinear", align_corners=False)`` along one axis."""
+    src = (np.arange(out_n, dtype=np.float64) + 0.5) * (in_n / out_n) - 0.5
+    src = np.maximum(src, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_n - 1)
+    i1 = np.minimum(i0 + 1, in_n - 1)
+    frac = src - i0
+    m = np.zeros((out_n, in_n), dtype=np.float64)
+    rows = np.arange(out_n)
+    np.add.at(m, (rows, i0), 1.0 - frac)
+    np.add.at(m, (rows, i1), frac)
+    return m
+
+
+@lru_cache(maxsize=64)
+def upsample_matrices(low_res: int, image_size: int, resize: str, input_size: Tuple[int, int],
+                      original_size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """(rows (H, low_res), cols (low_res, W)) float32: mask = rows @ logits @ cols equals segment-anything's
+    ``postprocess_masks`` (upsample to the padded input, crop the padding, resize to the slice)."""
+    matrices = []
+    for axis in (0, 1):
+        if resize == "longest":
+            to_input = _bilinear_matrix(image_size, low_res)[: input_size[axis]]
+            m = _bilinear_matrix(original_size[axis], input_size[axis]) @ to_input
+        else:
+            m = _bilinear_matrix(original_size[axis], low_res)
+        matrices.append(m.astype(np.float32))
+    return matrices[0], np.ascontiguousarray(matrices[1].T)
+
+
+class OnnxEngine:
+    """LiteMedSAM in ONNX Runtime, with :class:`SamEngine`'s interface (encode, encode_batch, decode, info)."""
+
+    engine = "onnx"
+    PREPARED_SLICES = 2  # slices whose decoder preparation (10 MB each) is kept for their next prompts
+
+    def __init__(self, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
+                 cache_dir: Optional[str] = None, threads: Optional[int] = None,
+                 embedding_dtype: str = "float32", spinning: Optional[bool] = None):
+        self.spec: ModelSpec = get_spec(model)
+        self.name = self.spec.name
+        if self.name not in ONNX_MODELS:
+            raise OnnxUnavailable(f"the ONNX engine runs {', '.join(ONNX_MODELS)}; {self.name} runs on torch")
+        if embedding_dtype not in EMBEDDING_DTYPES:
+            raise ValueError(f"embedding_dtype must be one of {EMBEDDING_DTYPES}, got {embedding_dtype!r}")
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise OnnxUnavailable(f"onnxruntime is not installed ({exc}): pip install onnxruntime "
+                                  f"(or onnxruntime-gpu)") from exc
+        self._ort = ort
+        self.device = resolve_device(device)
+        self.embedding_dtype = np.dtype(embedding_dtype)
+        self._threads = threads
+        self._spinning = spinning
+        self.checkpoint = self._checkpoint_path(checkpoint)
+        directory = Path(cache_dir) if cache_dir is not None else None
+        self.artifacts = OnnxArtifacts.for_checkpoint(self.name, self.checkpoint, directory)
+        self._sam = None
+        self._sam_lock = threading.Lock()
+        self._prepared: "OrderedDict[int, tuple]" = OrderedDict()
+        self._prepared_lock = threading.Lock()
+        self.exported = False  # True if this construction exported the graphs (False: loaded from the cache)
+        self.manifest = self._load_or_export()
+        self._mean = np.asarray(self.spec.pixel_mean, np.float32)
+        self._std = np.asarray(self.spec.pixel_std, np.float32)
+
+    # ---- graphs: cache, export, sessions ---------------------------------------------------------------------
+    def _checkpoint_path(self, checkpoint: Optional[str]) -> str:
+        path = checkpoint or default_checkpoint_path(self.name)
+        if path is None:
+            from .checkpoints import default_checkpoint
+
+            path = default_checkpoint(self.spec)
+        if not os.path.isfile(path):
+            from .checkpoints import CheckpointError
+
+            raise CheckpointError(f"checkpoint file not found: {path} (expected a {self.spec.description} checkpoint)")
+        return path
+
+    def _session(self, path: str, device: Optional[str] = None):
+        return self._ort.InferenceSession(path, session_options(self._threads, self._spinning),
+                                          providers=_providers(device or self.device))
+
+    def _load_or_export(self) -> dict:
+        art = self.artifacts
+        manifest, why = read_manifest(art)
+        if manifest is not None:
+            try:
+                self._open_sessions()
+                return manifest
+            except (RuntimeError, OSError, ValueError) as exc:  # onnxruntime's load errors are RuntimeErrors
+                why = f"the cached graphs do not load ({type(exc).__name__}: {str(exc)[:200]})"
+        log.info("exporting %s to ONNX (%s): %s", self.name, why, art.encoder.parent)
+        manifest = export(self.sam, self.spec, art, self.checkpoint, lambda p: self._session(p, "cpu"))
+        self.exported = True
+        self._open_sessions()
+        return manifest
+
+    def _open_sessions(self) -> None:
+        self._encoder = self._session(str(self.artifacts.encoder))
+        self._prepare = self._session(str(self.artifacts.prepare))
+        self._decoder = self._session(str(self.artifacts.decoder))
+        if self.device.startswith("cuda") and "CUDAExecutionProvider" not in self._encoder.get_providers():
+            log.warning("onnxruntime could not use CUDA (%s): running on the CPU", self._encoder.get_providers())
+            self.device = "cpu"
+
+    @property
+    def sam(self):
+        """The torch model (built on first use: for the export, or for code that wants the reference model)."""
+        with self._sam_lock:
+            if self._sam is None:
+                from .checkpoints import load_weights
+
+                sam = self.spec.build()
+                load_weights(sam, self.spec, self.checkpoint)
+                self._sam = sam.eval()
+            return self._sam
+
+    @property
+    def prompt_kinds(self) -> FrozenSet[str]:
+        return self.spec.prompt_kinds
+
+    # ---- geometry of the model input -------------------------------------------------------------------------
+    def input_size_for(self, shape_hw) -> Tuple[int, int]:
+        h, w = int(shape_hw[0]), int(shape_hw[1])
+        s = self.spec.image_size
+        if self.spec.resize == "square":
+            return s, s
+        scale = s / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    def _to_input_xy(self, xy: np.ndarray, original_size, input_size) -> np.ndarray:
+        out = np.array(xy, dtype=np.float64, copy=True)
+        out[..., 0] *= input_size[1] / original_size[1]
+        out[..., 1] *= input_size[0] / original_size[0]
+        return out
+
+    # ---- encode ----------------------------------------------------------------------------------------------
+    def preprocess(self, image_rgb: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
+        """(H, W, 3) uint8 -> the encoder's (1, 3, S, S) float32 input: resized as segment-anything's
+        ResizeLongestSide (PIL), normalized, zero-padded bottom/right (as ``Sam.preprocess``)."""
+        h, w = image_rgb.shape[:2]
+        ih, iw = self.input_size_for((h, w))
+        if (ih, iw) != (h, w):
+            from PIL import Image
+
+            resample = Image.BILINEAR if self.spec.resize == "longest" else Image.BICUBIC
+            image_rgb = np.asarray(Image.fromarray(image_rgb).resize((iw, ih), resample))
+        s = self.spec.image_size
+        x = np.zeros((1, 3, s, s), dtype=np.float32)
+        chw = x[0, :, :ih, :iw]
+        chw[...] = image_rgb.transpose(2, 0, 1)
+        chw -= self._mean[:, None, None]
+        chw /= self._std[:, None, None]
+        return x, (ih, iw)
+
+    def encode(self, image_rgb: np.ndarray) -> ArrayEmbedding:
+        image_rgb = check_image(image_rgb)
+        x, input_size = self.preprocess(image_rgb)
+        features = self._encoder.run(None, {"image": x})[0]
+        if features.dtype != self.embedding_dtype:
+            features = features.astype(self.embedding_dtype)
+        return ArrayEmbedding(features, tuple(image_rgb.shape[:2]), input_size)
+
+    def encode_batch(self, images_rgb) -> list:
+        """Encode several slices (one encoder pass each: on a CPU, batching does not pay for this encoder)."""
+        return [self.encode(im) for im in images_rgb]
+
+    # ---- decode ----------------------------------------------------------------------------------------------
+    def decode(self, emb: ArrayEmbedding, prompt: Prompt, multimask: Optional[bool] = None) -> Prediction:
+        prompt.validate(emb.original_size)
+        check_prompt_kinds(self.name, self.prompt_kinds, prompt)
+        prompt = prompt.clipped(emb.original_size)
+        coords, labels = prompt.sam_points()
+        if multimask is None:  # SAM's advice: several candidates for one ambiguous point, else one mask
+            multimask = prompt.box_xy is None and coords is not None and len(coords) == 1
+        pts, lab = [], []
+        if coords is not None:
+            pts.append(self._to_input_xy(coords, emb.original_size, emb.input_size))
+            lab.append(labels)
+        if prompt.box_xy is not None:
+            pts.append(self._to_input_xy(prompt.box_xy.reshape(2, 2), emb.original_size, emb.input_size))
+            lab.append(np.array([2.0, 3.0]))
+        else:  # as PromptEncoder: points without a box get a padding point
+            pts.append(np.zeros((1, 2)))
+            lab.append(np.array([-1.0]))
+        inputs = dict(self._prepared_for(emb))
+        inputs["point_coords"] = np.concatenate(pts).astype(np.float32)[None]
+        inputs["point_labels"] = np.concatenate(lab).astype(np.float32)[None]
+        low_res, iou = self._decoder.run(None, inputs)
+        chosen = slice(1, None) if multimask else slice(0, 1)
+        logits = low_res[0, chosen]
+        scores = iou[0, chosen]
+        rows, cols = upsample_matrices(int(logits.shape[-1]), self.spec.image_size, self.spec.resize,
+                                       tuple(emb.input_size), tuple(emb.original_size))
+        masks = np.matmul(np.matmul(rows, logits), cols) > 0.0  # Sam.mask_threshold
+        return Prediction(masks, scores, logits).sorted()
+
+    def _prepared_for(self, emb: ArrayEmbedding) -> dict:
+        """The decoder's slice-only inputs for ``emb``: computed at its first prompt, then kept."""
+        key = id(emb)
+        with self._prepared_lock:
+            hit = self._prepared.get(key)
+            if hit is not None and hit[0]() is emb:
+                self._prepared.move_to_end(key)
+                return hit[1]
+        features = emb.features
+        if features.dtype != np.float32:
+            features = features.astype(np.float32)
+        prepared = dict(zip(PREPARED_NAMES, self._prepare.run(None, {"image_embeddings": features})))
+        with self._prepared_lock:
+            self._prepared[key] = (weakref.ref(emb), prepared)
+            while len(self._prepared) > self.PREPARED_SLICES:
+                self._prepared.popitem(last=False)
+        return prepared
+
+    def info(self) -> dict:
+        return {"model": self.name, "description": self.spec.description, "device": self.device,
+                "prompt_kinds": sorted(self.prompt_kinds), "image_size": self.spec.image_size,
+                "checkpoint": self.checkpoint, "engine": "onnxruntime",
+                "onnxruntime": self._ort.__version__, "providers": self._encoder.get_providers(),
+                "threads": int(self._threads or os.environ.get("SAMED_ORT_THREADS") or available_cores()),
+                "embedding_dtype": str(self.embedding_dtype), "encoder_onnx": str(self.artifacts.encoder),
+                "export_check": self.manifest.get("check", {})}

@@ -1,0 +1,81 @@
+"""The models a service runs, each an in-process :class:`LocalBackend`, sharing one embedding cache.
+
+The cache is keyed by ``core.backend.image_key(model, picture)`` (the model is part of the key), bounded by one
+memory budget (least recently used embeddings leave first) and safe under concurrent requests. Each backend
+runs one forward pass at a time (its own lock); ``encoder_runs`` counts real encoder passes, so a cache hit can be
+told from an encode.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+from .. import __version__
+from .wire import API_VERSION
+
+
+class UnknownModel(LookupError):
+    pass
+
+
+class ModelRegistry:
+    def __init__(self, backends: Dict[str, "object"], cache: "object"):
+        if not backends:
+            raise ValueError("a service needs at least one model")
+        self.backends = dict(backends)
+        self.cache = cache
+        self._decodes = {name: 0 for name in self.backends}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, models: Sequence[Tuple[str, Optional[str]]], device: Optional[str] = None,
+             cache_bytes: int = 1 << 30) -> "ModelRegistry":
+        """Load each (model, checkpoint) once; all share one cache of ``cache_bytes``."""
+        from ..engines.local import EmbeddingCache, LocalBackend
+        from ..engines.sam_engine import SamEngine
+
+        cache = EmbeddingCache(cache_bytes)
+        backends = {}
+        for name, checkpoint in models:
+            if name in backends:
+                raise ValueError(f"model {name} is listed twice: give each --model once")
+            backend = LocalBackend(SamEngine(name, checkpoint, device))
+            backend.cache = cache  # one budget for all models; keys include the model's name
+            backends[name] = backend
+        return cls(backends, cache)
+
+    @classmethod
+    def from_backends(cls, backends: Iterable["object"]) -> "ModelRegistry":
+        """Serve backends that already exist (tests, embedding the service); they must share one cache."""
+        backends = list(backends)
+        cache = backends[0].cache
+        for b in backends[1:]:
+            b.cache = cache
+        return cls({b.model: b for b in backends}, cache)
+
+    def get(self, model: str):
+        backend = self.backends.get(model)
+        if backend is None:
+            raise UnknownModel(f"model {model!r} is not served here (this service runs: {', '.join(self.backends)}); "
+                               f"start the service with --model {model} (and its --checkpoint) or choose another")
+        return backend
+
+    def count_decode(self, model: str) -> None:
+        with self._lock:
+            self._decodes[model] += 1
+
+    def devices(self) -> Sequence[str]:
+        return sorted({b.engine.device for b in self.backends.values()})
+
+    def info(self) -> Dict[str, object]:
+        models = {}
+        for name, b in self.backends.items():
+            e = b.engine.info()
+            models[name] = {
+                "description": e.get("description"), "prompt_kinds": e.get("prompt_kinds"),
+                "image_size": e.get("image_size"), "device": e.get("device"),
+                "checkpoint": os.path.basename(e["checkpoint"]) if e.get("checkpoint") else None,
+                "encoder_runs": int(b.encoder_runs), "decodes": self._decodes.get(name, 0)}
+        return {"service": "samed", "version": __version__, "api_version": API_VERSION,
+                "device": ", ".join(self.devices()), "models": models, "cache": self.cache.stats()}

