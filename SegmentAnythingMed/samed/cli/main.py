@@ -11,8 +11,15 @@ from .. import __version__
 SUBCOMMANDS = ("segment", "evaluate", "serve")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the full usage is one --help away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samed", description="Segment Anything (SAM, MedSAM, LiteMedSAM) for "
+    parser = Parser(prog="samed", description="Segment Anything (SAM, MedSAM, LiteMedSAM) for "
                                                                "medical images: segment, evaluate, serve.")
     parser.add_argument("--version", action="version", version=f"samed {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

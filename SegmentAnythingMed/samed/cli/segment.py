@@ -54,6 +54,8 @@ def add_parser(sub) -> None:
     pr.add_argument("--max-slices", type=int, default=None, help="at most this many slices each way")
     pr.add_argument("--box-margin", type=float, default=PropagationSettings.box_margin_px,
                     help="pixels added around the previous mask's box (default %(default)s)")
+    pr.add_argument("--box-margin-frac", type=float, default=PropagationSettings.box_margin_frac,
+                    help="plus this fraction of the box's size on each side (default %(default)s)")
     pr.add_argument("--min-area-ratio", type=float, default=PropagationSettings.min_area_ratio)
     pr.add_argument("--max-area-ratio", type=float, default=PropagationSettings.max_area_ratio)
     pr.add_argument("--min-score", type=float, default=PropagationSettings.min_score)
@@ -126,7 +128,8 @@ def run(args) -> int:
     if args.propagate:
         seeds = slice_prompts.indices()
         seed = seeds[len(seeds) // 2]
-        settings = PropagationSettings(box_margin_px=args.box_margin, min_area_ratio=args.min_area_ratio,
+        settings = PropagationSettings(box_margin_px=args.box_margin, box_margin_frac=args.box_margin_frac,
+                                       min_area_ratio=args.min_area_ratio,
                                        max_area_ratio=args.max_area_ratio, min_score=args.min_score,
                                        max_slices=args.max_slices, index_range=slice_prompts.roi_range)
         with progress_bar(session.n_slices - 1, "propagate") as bar:

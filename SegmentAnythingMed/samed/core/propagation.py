@@ -1,7 +1,9 @@
 """Propagate a mask from one slice through its neighbours, in both directions, with any backend.
 
 Each next slice is prompted from the mask accepted on the slice before it: a box around that mask grown by
-``box_margin_px`` pixels, plus the mask itself as a mask prompt when the model takes masks and
+``box_margin_px`` pixels and ``box_margin_frac`` of its size (the defaults, 2 px + 5 %, gave the best 3D Dice
+on the lung of CTChest4, the liver and spleen of ct-abdomen and the tumour of mr-brain-tumor among the
+margins tried: 3 px, 6 px, 2 px + 5 %, 2 px + 10 %), plus the mask itself as a mask prompt when the model takes masks and
 ``use_mask_prompt`` is on. The walk in one direction stops at the first slice where
 
 1. ``range``: the next slice is outside the volume, outside ``index_range`` (e.g. an ROI's extent) or past
@@ -36,8 +38,8 @@ DIRECTIONS = {"up": +1, "down": -1}  # up = increasing slice index
 
 @dataclass
 class PropagationSettings:
-    box_margin_px: float = 3.0
-    box_margin_frac: float = 0.0  # plus this fraction of the box's width/height on each side
+    box_margin_px: float = 2.0
+    box_margin_frac: float = 0.05  # plus this fraction of the box's width/height on each side
     use_mask_prompt: bool = False
     min_area_px: int = 5
     min_area_ratio: float = 0.25

@@ -224,8 +224,23 @@ def export(sam, spec, art: OnnxArtifacts, checkpoint: str, session_factory) -> d
     tmp_manifest = art.manifest.with_name(art.manifest.name + tag)
     tmp_manifest.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     os.replace(tmp_manifest, art.manifest)
+    prune_stale(art)
     log.info("exported %s to ONNX in %.1f s (check: %s)", spec.name, time.perf_counter() - t0, check)
     return manifest
+
+
+def prune_stale(art: OnnxArtifacts) -> None:
+    """Remove this model's and checkpoint's exports of other export formats (left by older samed versions).
+    Exports for other torch / onnxruntime versions stay: another environment may be using them."""
+    stem = art.manifest.name[: -len(".json")]
+    prefix, _, current = stem.rpartition("-f")
+    for path in art.manifest.parent.glob(f"{prefix}-f*"):
+        fmt = path.name[len(prefix) + 2:].split(".", 1)[0]
+        if fmt != current and fmt.isdigit():
+            try:
+                path.unlink()
+            except OSError as exc:
+                log.debug("could not remove the stale export %s: %s", path, exc)
 
 
 def normalized_check_input(spec) -> np.ndarray:

@@ -134,11 +134,14 @@ class RunStore:
         path = self.dir / FINISHED_FILE
         text = path.read_text(encoding="utf-8") if path.is_file() else ""
         lines = text.split("\n")
-        self.finished = {line for line in lines[:-1] if line}  # the last piece lacks its newline if cut off
-        # drop rows of pictures whose key was never written (cut off mid-picture), then rewrite both files
+        listed = {line for line in lines[:-1] if line}  # the last piece lacks its newline if cut off
+        # keep rows of listed pictures only (a picture cut off mid-write is not listed) and list only pictures
+        # that have rows (a results file removed by hand), then rewrite both files
+        self.finished = set()
         for name, fields, key in ((RESULTS_FILE, self.row_fields, row_key),
                                   (VOLUMES_FILE, self.volume_fields, volume_row_key)):
-            rows = [r for r in read_csv(self.dir / name) if key(r) in self.finished]
+            rows = [r for r in read_csv(self.dir / name) if key(r) in listed]
+            self.finished |= {key(r) for r in rows}
             if name == RESULTS_FILE or rows:
                 write_csv(self.dir / name, rows, fields)
         path.write_text("".join(k + "\n" for k in sorted(self.finished)), encoding="utf-8")

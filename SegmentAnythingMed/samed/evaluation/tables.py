@@ -121,9 +121,14 @@ def _fmt(v, width: int = 7, digits: int = 4) -> str:
 def format_mode_table(summary: dict) -> str:
     """One line per mode: n, mean IoU and Dice with their 95% CIs, NSD, or "not supported"."""
     lines = [f"{'prompt mode':20s} {'n':>5s} {'IoU':>7s} {'95% CI':>15s} {'Dice':>7s} {'95% CI':>15s} {'NSD':>7s}"]
-    for name, m in summary.get("modes", {}).items():
+    modes = summary.get("modes", {})
+    folded = [n for n, m in modes.items() if n.startswith("iterative:") and m.get("status") == "not supported"]
+    for name, m in modes.items():
         if m.get("status") == "not supported":
-            lines.append(f"{name[:20]:20s} {'':>5s} not supported: {m.get('reason', 'the model cannot take it')}")
+            if name in folded[1:]:
+                continue  # one line for all the click counts
+            label = f"iterative:1..{len(folded)}" if len(folded) > 1 and name == folded[0] else name
+            lines.append(f"{label[:20]:20s} {'':>5s} not supported: {m.get('reason', 'the model cannot take it')}")
             continue
         ci = m.get("ci", {})
 
