@@ -41,11 +41,12 @@ def set_3d(tmp_path_factory):
     return root
 
 
-def run(dataset, out, modes="box-all", backend=None, source=None, restart=False, **kw):
+def run(dataset, out, modes="box-all", backend=None, source=None, restart=False, report=False, **kw):
     settings = EvaluationSettings(parse_modes(modes) if isinstance(modes, str) else modes, **kw)
     source = source or BackendSource("fake", backend=backend or ShapeBackend())
     result = evaluate_dataset(dataset, settings, source, out, restart=restart)
-    summary = finish(out, io.list_dataset(dataset), settings, result, source, {"model": result.model}, n_boot=100)
+    summary = finish(out, io.list_dataset(dataset), settings, result, source, {"model": result.model},
+                     report=report, n_boot=100)
     return result, summary
 
 
@@ -74,7 +75,7 @@ def parse_html(path: Path) -> _Tags:
 
 def test_a_run_writes_rows_with_the_mode_summary_and_a_self_contained_report(set_2d, tmp_path):
     out = tmp_path / "out"
-    result, summary = run(set_2d, out, all_modes(iterative_points=3), everything_grid=4)
+    result, summary = run(set_2d, out, all_modes(iterative_points=3), report=True, everything_grid=4)
     rows = read_rows(out / "results.csv")
     assert len(rows) == len(result.rows) == 3 * 2 * len(EvaluationSettings(all_modes(3)).row_names())
     assert all(r["prompt"] and r["selection"] == "score" and r["status"] == "ok" for r in rows)
@@ -145,7 +146,7 @@ def test_worker_processes_give_the_same_rows(set_2d, tmp_path):
 
 
 def test_propagation_on_a_volume_reports_3d_metrics(set_3d, tmp_path):
-    result, summary = run(set_3d, tmp_path, "box-all", propagate=True)
+    result, summary = run(set_3d, tmp_path, "box-all", report=True, propagate=True)
     methods = {r["method"]: r for r in result.volume_rows}
     assert set(methods) == {"propagate", "box-every-slice"}
     assert methods["box-every-slice"]["dice"] == 1.0 and methods["box-every-slice"]["boxes"] == 9

@@ -5,8 +5,10 @@ CPU budget: every distinct slice costs one LiteMedSAM encode (~2 s) on each side
 one small MR volume and the session's service, so most encodes are cache hits."""
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -56,6 +58,12 @@ def test_info_reports_service_models_device_and_cache(client):
     assert {"entries", "bytes", "max_bytes", "hits", "misses"} <= set(info["cache"])
     assert info["auth"] == "none"
     assert client.prompt_kinds() == frozenset({"box"})
+    with urllib.request.urlopen(client.url + "/openapi.json", timeout=30) as r:
+        paths = json.load(r)["paths"]
+    for route in ("/v1/health", "/v1/info", "/v1/models/{model}/embeddings/{key}", "/v1/models/{model}/embeddings",
+                  "/v1/models/{model}/embeddings/{key}/decode", "/v1/models/{model}/propagations",
+                  "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/result"):
+        assert route in paths, route
 
 
 def test_encode_decode_identical_to_in_process(client, lite_backend, brain):
@@ -185,11 +193,12 @@ def test_eight_concurrent_clients_each_encode_and_decode_20_times(samed_service,
     assert not errors, "\n".join(errors[:10])
     assert len(got) == 8 * 20
     assert encoder_runs(client) - runs_before == new, "a slice was encoded twice under concurrency"
-    # correct = the same masks as one client alone, which equal the in-process ones (checked here on slice SEED)
-    alone = {(s, b): client.decode(client.encode(pictures[s]), Prompt(box_xy=boxes[b])).masks
-             for s in slices for b in range(len(boxes))}
-    for (n, k), (s, b, masks) in got.items():
-        np.testing.assert_array_equal(masks, alone[(s, b)], err_msg=f"client {n}, decode {k}: slice {s} box {b}")
+    # correct: every copy of a (slice, box) decode is the same mask, and on slice SEED the in-process one
+    first = {}
+    for (n, k), (s, b, masks) in sorted(got.items()):
+        ref = first.setdefault((s, b), masks)
+        np.testing.assert_array_equal(masks, ref, err_msg=f"client {n}, decode {k}: slice {s} box {b}")
+    assert len(first) == len(slices) * len(boxes)
     for b, box in enumerate(boxes):
-        np.testing.assert_array_equal(alone[(SEED, b)], lite_backend.segment(pictures[SEED], Prompt(box_xy=box)).masks)
+        np.testing.assert_array_equal(first[(SEED, b)], lite_backend.segment(pictures[SEED], Prompt(box_xy=box)).masks)
     assert samed_service.alive()
