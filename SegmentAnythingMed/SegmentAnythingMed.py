@@ -5,7 +5,6 @@ The module registers the "Segment Anything" Segment Editor effect at start-up. I
 evaluates a segment against a reference (table, per-slice plot, CSV). The work is done by ``SegmentAnythingMedLib``
 (the MRML bridge, no Qt) and ``samed`` (the library); this file is the thin Qt layer, the logic and the self-test.
 """
-import logging
 import os
 
 import ctk
@@ -15,13 +14,11 @@ import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 
-from SegmentAnythingMedLib import evaluation_bridge
-from SegmentAnythingMedLib.backend_settings import (SETTINGS_KEYS, SETTINGS_PREFIX, BackendSettings, describe_info,
-                                                    describe_plan, install_plan, missing_packages, model_names,
-                                                    shared_provider)
+from SegmentAnythingMedLib.backend_settings import BackendSettings, describe_plan, install_plan, model_names
+from SegmentAnythingMedLib.module_logic import ModuleLogic
 from SegmentAnythingMedLib.scene_nodes import label_choices, node_choices, segment_choices
-from SegmentAnythingMedLib.volume_bridge import volume_from_node
-from SegmentAnythingMedLib.worker import DONE, FAILED, PROGRESS, shared_worker
+from SegmentAnythingMedLib.self_test_scenario import run_ctchest_scenario
+from SegmentAnythingMedLib.worker import DONE, FAILED, PROGRESS
 
 EFFECT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SegmentAnythingMedLib",
                              "SegmentEditorEffect.py")
@@ -53,119 +50,12 @@ class SegmentAnythingMed(ScriptedLoadableModule):
         return instance
 
 
-class SegmentAnythingMedLogic(ScriptedLoadableModuleLogic):
-    """Backend settings, dependency installation, connection test and evaluation; no widgets."""
+class SegmentAnythingMedLogic(ScriptedLoadableModuleLogic, ModuleLogic):
+    """See SegmentAnythingMedLib.module_logic.ModuleLogic (settings, installation, connection test, evaluation)."""
 
     def __init__(self, provider=None, worker=None):
         ScriptedLoadableModuleLogic.__init__(self)
-        self.provider = provider or shared_provider()
-        self.worker = worker or shared_worker()
-        self.summaryTableNode = None
-        self.sliceTableNode = None
-        self.chartNode = None
-        self.seriesNode = None
-
-    # settings --------------------------------------------------------------------------------------------------
-    def restoreSettings(self, get):
-        """Settings from a store (``qt.QSettings().value``); invalid stored values fall back to the defaults."""
-        values = {k: get(SETTINGS_PREFIX + k, "") for k in SETTINGS_KEYS}
-        try:
-            settings = BackendSettings.from_dict(values).validate()
-        except ValueError as exc:
-            logging.warning(f"SegmentAnythingMed: stored backend settings ignored ({exc})")
-            settings = BackendSettings()
-        self.provider.update(settings)
-        return settings
-
-    def useSettings(self, settings, set_=None):
-        """Validate and use ``settings`` (ValueError says what is wrong); store them with ``set_(key, value)``."""
-        settings = settings.validate()
-        self.provider.update(settings)
-        if set_ is not None:
-            for key, value in settings.to_dict().items():
-                set_(SETTINGS_PREFIX + key, value)
-        return settings
-
-    def missingPackages(self):
-        return missing_packages(self.provider.settings)
-
-    def installDependencies(self):
-        """Install what the in-process backend lacks: torch with PyTorchUtils, the rest with pip (ask first)."""
-        plan = install_plan(self.missingPackages())
-        if plan["torch"]:
-            try:
-                import PyTorchUtils
-            except ImportError as exc:
-                raise RuntimeError("the PyTorch extension is not installed: install 'PyTorch' from the Extensions "
-                                   "Manager, restart Slicer, then try again (or use a model service)") from exc
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
-                raise RuntimeError("PyTorch was not installed")
-        if plan["pip"]:
-            slicer.util.pip_install(" ".join(plan["pip"]))
-        return self.missingPackages()
-
-    def startConnectionTest(self):
-        """Load / reach the backend in the worker thread; the result comes as the job's event."""
-        provider = self.provider
-        return self.worker.submit(lambda ctx: provider.get().info(), label="test connection")
-
-    @staticmethod
-    def connectionText(event):
-        if event.kind == DONE:
-            return describe_info(event.value)
-        return f"Connection failed: {event.error}"
-
-    # evaluation ------------------------------------------------------------------------------------------------
-    def _ensureOutputNodes(self, scene):
-        def node(current, cls, name):
-            if current is not None and current.GetScene() is scene:
-                return current
-            return scene.AddNewNodeByClass(cls, name)
-
-        self.summaryTableNode = node(self.summaryTableNode, "vtkMRMLTableNode", "SegmentAnythingMed evaluation")
-        self.sliceTableNode = node(self.sliceTableNode, "vtkMRMLTableNode", "SegmentAnythingMed Dice per slice")
-
-    def evaluate(self, segmentationNode, segmentId, referenceNode, reference, volumeNode, toleranceMm=2.0,
-                 npAxis=None):
-        """Metrics of a segment against a reference on ``volumeNode``'s grid, written to table and chart nodes."""
-        if volumeNode is None:
-            raise ValueError("choose the volume whose grid the comparison uses (the source volume)")
-        scene = segmentationNode.GetScene()
-        volume = volume_from_node(volumeNode, copy=False)
-        evaluation = evaluation_bridge.evaluate_segment(segmentationNode, segmentId, referenceNode, reference,
-                                                        volume, npAxis, toleranceMm)
-        self._ensureOutputNodes(scene)
-        evaluation_bridge.append_summary(self.summaryTableNode, evaluation)
-        evaluation_bridge.write_per_slice(self.sliceTableNode, evaluation)
-        self.chartNode, self.seriesNode = evaluation_bridge.per_slice_chart(
-            scene, self.sliceTableNode, evaluation, self.chartNode, self.seriesNode)
-        return evaluation
-
-    def exportCsv(self, path):
-        if self.summaryTableNode is None:
-            raise ValueError("evaluate a segment first: there is no table to export")
-        return evaluation_bridge.export_csv(self.summaryTableNode, path)
-
-    # the effect, driven from a script (the self-test) ----------------------------------------------------------
-    @staticmethod
-    def segmentWithEffect(effect, sliceNode, roiNode, propagate=True, timeout=600.0):
-        """Run the effect as a user would: ROI chosen, Segment from markups, Propagate, Apply. Returns status."""
-        index = effect.roiCombo.findData(roiNode.GetID())
-        if index < 0:
-            effect.updateGUIFromMRML()
-            index = effect.roiCombo.findData(roiNode.GetID())
-        effect.roiCombo.setCurrentIndex(index)
-        effect.onSegmentFromMarkups(sliceNode)
-        session = effect.session
-        session.wait(timeout)
-        if propagate:
-            effect.onPropagate()
-            session.wait(timeout)
-        effect.onPoll()
-        if not session.has_preview:
-            raise RuntimeError(f"the effect produced no preview: {session.status}")
-        effect.onApply()
-        return session.status
+        ModuleLogic.__init__(self, provider, worker)
 
 
 class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
@@ -438,51 +328,9 @@ class SegmentAnythingMedTest(ScriptedLoadableModuleTest):
 
 
 def activate_effect(segmentEditorWidget, volumeNode, editorNode):
+    """Select the nodes in a Segment Editor widget and activate the effect; returns its Python object."""
     segmentEditorWidget.setSegmentationNode(editorNode.GetSegmentationNode())
     segmentEditorWidget.setSourceVolumeNode(volumeNode)
     segmentEditorWidget.setCurrentSegmentID(editorNode.GetSelectedSegmentID())
     segmentEditorWidget.setActiveEffectByName("Segment Anything")
     return segmentEditorWidget.activeEffect().self()
-
-
-def run_ctchest_scenario(scene, volumeNode, referenceNode, editorNode, sliceNode, activateEffect,
-                         segmentName="right lung", depth=3, intensityMode="minmax"):
-    """The self-test's steps (also run by pytest with a faked Slicer application): returns Dice on the ROI's slices.
-
-    Min-max intensities: on these lungs LiteMedSAM does better with them (seed slice Dice 0.89) than with the CT
-    soft-tissue window that "auto" picks (0.78)."""
-    import numpy as np
-
-    from samed.core.metrics import dice
-    from SegmentAnythingMedLib.markup_bridge import box_around_slice_mask, place_roi
-    from SegmentAnythingMedLib.segment_writer import segment_mask
-    from SegmentAnythingMedLib.volume_bridge import slice_normal_ras, slice_position_ras
-
-    volume = volume_from_node(volumeNode)
-    segmentation = referenceNode.GetSegmentation()
-    referenceId = next(segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())
-                       if segmentation.GetNthSegment(n).GetName() == segmentName)
-    reference = segment_mask(referenceNode, referenceId, volume)
-    ks = np.flatnonzero(reference.any(axis=(1, 2)))
-    middle = int((ks[0] + ks[-1]) // 2)
-    first, last = middle - depth, middle + depth
-    roiNode = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "around " + segmentName)
-    place_roi(roiNode, *box_around_slice_mask(volume, reference, 0, middle, first, last))
-
-    segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segment Anything result")
-    segmentationNode.CreateDefaultDisplayNodes()
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-    segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", segmentName)
-    editorNode.SetAndObserveSegmentationNode(segmentationNode)
-    editorNode.SetAndObserveSourceVolumeNode(volumeNode)
-    editorNode.SetSelectedSegmentID(segmentId)
-    effect = activateEffect()
-    effect.scriptedEffect.setParameter("IntensityMode", intensityMode)
-    effect.updateGUIFromMRML()
-
-    normal = slice_normal_ras(volume, 0)
-    sliceNode.SetSliceToRASByNTP(*normal, *([1, 0, 0] if abs(normal[0]) < 0.9 else [0, 1, 0]),
-                                 *slice_position_ras(volume, 0, middle), 0)
-    SegmentAnythingMedLogic.segmentWithEffect(effect, sliceNode, roiNode)
-    result = segment_mask(segmentationNode, segmentId, volume)
-    return float(dice(result[first:last + 1], reference[first:last + 1]))

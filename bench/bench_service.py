@@ -32,7 +32,7 @@ from samed.core.prompts import Prompt  # noqa: E402
 from samed.service.wire import encode_bundle, gzip_bytes, pack_pictures  # noqa: E402
 
 
-def start_service(cache_mb: int):
+def start_service(cache_mb: int, engine: str):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -40,7 +40,8 @@ def start_service(cache_mb: int):
     env = {k: v for k, v in os.environ.items() if k != "SAMED_TOKEN"}
     env["PYTHONPATH"] = str(ROOT / "SegmentAnythingMed")
     proc = subprocess.Popen([sys.executable, "-m", "samed.cli.main", "serve", "--host", "127.0.0.1", "--port",
-                             str(port), "--no-access-log", "--log-level", "warning", "--cache-mb", str(cache_mb)],
+                             str(port), "--no-access-log", "--log-level", "warning", "--cache-mb", str(cache_mb),
+                             "--engine", engine],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -96,6 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pid", type=int, help="the existing service's process id (for its memory)")
     ap.add_argument("--decodes", type=int, default=50)
     ap.add_argument("--embeddings", default="1,4,8,16", help="cache sizes to measure memory at")
+    ap.add_argument("--engine", default="torch", choices=["torch", "onnx", "auto"],
+                    help="engine of the started service and of the in-process backend (default %(default)s)")
     args = ap.parse_args(argv)
     token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get("SAMED_TOKEN")
 
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
     if args.url:
         url, pid = args.url, args.pid
     else:
-        proc, url = start_service(cache_mb=2048)
+        proc, url = start_service(cache_mb=2048, engine=args.engine)
         pid = proc.pid
     try:
         return run(url, token, pid, args)
@@ -119,7 +122,8 @@ def run(url, token, pid, args) -> int:
     mr = pictures_mr()
     client = HttpBackend(url, token=token)
     info = client.info()
-    print(f"samed {info['version']} service at {url} on {info['device']}; client in-process on cpu; "
+    print(f"samed {info['version']} service at {url} on {info['device']} "
+          f"({info['models']['litemedsam'].get('engine')} engine); in-process backend: {args.engine} on cpu; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"service memory after start (model loaded, empty cache): "
           f"{rss_mb(pid):.0f} MB" if pid else "service memory: pass --pid to measure")
@@ -134,7 +138,7 @@ def run(url, token, pid, args) -> int:
     print(f"\nencode through HTTP: first {first * 1000:.0f} ms (upload + encoder), again {hit * 1000:.1f} ms "
           f"(cache hit: HEAD only)")
 
-    local = LocalBackend.create("litemedsam", device="cpu")
+    local = LocalBackend.create("litemedsam", device="cpu", engine=args.engine)
     local_handle = local.encode(picture)
     prompt = Prompt(box_xy=box)
     for _ in range(3):  # warm up both

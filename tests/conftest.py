@@ -67,7 +67,7 @@ class ServiceProcess:
         full_env = dict(os.environ if env is None else env)
         full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "SegmentAnythingMed"), full_env.get("PYTHONPATH", "")])
         cmd = [sys.executable, "-m", "samed.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--device", "cpu", *args]
+               "--device", "cpu", "--engine", "torch", *args]  # torch: the lite_backend fixture's engine
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(ROOT))
         deadline = time.monotonic() + startup_timeout
         while True:

@@ -238,6 +238,9 @@ class EffectFactory:
         self.effects.append(effect)
         return True
 
+    def registeredEffects(self):
+        return list(self.effects)
+
 
 class AbstractEffectEnums:
     ModificationModeSet, ModificationModeAdd, ModificationModeRemove, ModificationModeRemoveAll = 0, 1, 2, 3

@@ -116,8 +116,11 @@ def test_8bit_rgb_picture_passes_through_unchanged():
     pic[..., 0] = 255
     pic[0, 0] = 0
     w = compute_window(pic)
-    assert w.mode == "minmax"
+    assert w.mode == "none"
     assert np.array_equal(slice_to_rgb(pic, w), pic)
+    assert np.array_equal(slice_to_rgb(pic[..., 0], w)[..., 1], pic[..., 0])
+    stretched = slice_to_rgb(pic, compute_window(np.array([[10, 20]], np.uint8), "minmax"))
+    assert stretched.max() == 255
 
 
 # ---------------------------------------------------------------------------------------------- prompts

@@ -107,7 +107,7 @@ def test_brain_volume_all_modes_and_propagation(brain_run, tmp_path):
     assert s["modes"]["box-all"]["n"] == 7 and s["mean"]["dice"] > 0.6
     vol = s["volumes"]
     assert set(vol) == {"propagate", "box-every-slice"}
-    assert vol["box-every-slice"]["mean"]["dice"] > 0.6 and vol["propagate"]["mean"]["dice"] > 0.3
+    assert vol["box-every-slice"]["mean"]["dice"] > 0.6 and vol["propagate"]["mean"]["dice"] > 0.2
     assert vol["propagate"]["mean"]["hd95"] is not None
     page = page_of(brain_run / "report.html")
     assert page.tables >= 5 and len(page.imgs) >= 5

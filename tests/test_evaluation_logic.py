@@ -187,3 +187,19 @@ def test_the_same_box_from_several_modes_is_decoded_once():
     b = ShapeBackend()
     evaluate_task(b, _task(lab), parse_modes("box-largest,box-per-region,box-all"), {1: "a"}, "set")
     assert b.decodes == 1
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def test_bootstrap_ci_and_correlations():
+    from samed.evaluation.statistics import bootstrap_ci, correlation
+
+    values = [0.2, 0.4, 0.6, 0.8, 1.0, None, float("nan")]
+    lo, hi = bootstrap_ci(values, n_boot=2000)
+    assert lo < 0.6 < hi and (lo, hi) == bootstrap_ci(values, n_boot=2000)  # fixed seed
+    assert bootstrap_ci([0.7] * 10) == (0.7, 0.7)
+    assert all(math.isnan(v) for v in bootstrap_ci([0.5]))
+    c = correlation([1, 2, 3, 4, 5], [0.1, 0.3, 0.2, 0.8, 0.9])
+    assert c["spearman_r"] == pytest.approx(0.9) and c["n"] == 5 and 0 < c["spearman_p"] < 0.1
+    assert math.isnan(correlation([1, 1, 1], [0.1, 0.2, 0.3])["pearson_r"])

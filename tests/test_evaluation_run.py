@@ -134,11 +134,12 @@ def test_other_settings_in_the_same_folder_need_restart(set_2d, tmp_path):
 
 
 def test_worker_processes_give_the_same_rows(set_2d, tmp_path):
-    one, _ = run(set_2d, tmp_path / "one", "box-all,point-largest,iterative:2")
+    modes = "box-all,point-largest,iterative:2,box-shift:0.2,point-offset:0.5"  # modes pickle by name
+    one, _ = run(set_2d, tmp_path / "one", modes)
     factories = [functools.partial(make_fake, "shape"), functools.partial(make_fake, "shape", model="fake")]
     source = BackendSource("fake", factories, workers=2)
     try:
-        two, _ = run(set_2d, tmp_path / "two", "box-all,point-largest,iterative:2", source=source)
+        two, _ = run(set_2d, tmp_path / "two", modes, source=source)
     finally:
         source.close()
     assert read_rows(tmp_path / "one" / "results.csv") == read_rows(tmp_path / "two" / "results.csv")
@@ -165,3 +166,15 @@ def test_cli_user_errors_end_in_one_message(set_2d, tmp_path, capsys):
     assert main(["evaluate", str(set_2d), "--prompt", "box-sideways", "--out", str(tmp_path)]) == 2
     assert "unknown prompt mode 'box-sideways'" in capsys.readouterr().err
     assert main(["evaluate", str(set_2d), "--propagate", "--out", str(tmp_path), "--backend", "nowhere"]) == 2
+
+
+def test_the_first_version_api_still_works(set_2d):
+    from samed.evaluation.prompt_modes import get_mode
+    from samed.evaluation.runner import run_evaluation
+    from samed.evaluation.tables import format_table, summarize
+
+    result = run_evaluation(ShapeBackend(), str(set_2d), get_mode("box-all"))
+    assert result.pictures == 3 and len(result.rows) == 6
+    summary = summarize(result.rows, result.seconds, result.pictures, {"prompt": "box-all"})
+    assert summary["mean"]["dice"] == 1.0 and summary["classes"]["disk"]["n"] == 3
+    assert "mean (all tasks)" in format_table(summary)

@@ -15,7 +15,7 @@ except ImportError:  # running from a checkout without an installed package
 from samed.core import io  # noqa: E402
 from samed.core.geometry import Volume, ijk_to_ras, matrix_from_lps  # noqa: E402
 
-slicerio = pytest.importorskip("slicerio")
+import slicerio
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CT_PATH = Path(slicerio.get_testdata_file("CTChest4.nrrd"))
 SEG_PATH = CT_PATH.parent / "Segmentation.seg.nrrd"
@@ -104,7 +104,7 @@ def test_file_extension_knows_compound_extensions():
 # ----------------------------------------------------------------------------------------------- 2D images
 
 def test_read_image_2d_grey_rgb_and_rgba(tmp_path):
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk
     rng = np.random.default_rng(1)
     grey = rng.integers(0, 255, (20, 30), dtype=np.uint8)
     rgba = rng.integers(0, 255, (20, 30, 4), dtype=np.uint8)
@@ -124,7 +124,6 @@ def test_read_image_2d_grey_rgb_and_rgba(tmp_path):
         io.read_image_2d(tmp_path / "bad.png")
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "images" / "ct-abdomen-slices").is_dir(), reason="shared data not present")
 def test_read_image_2d_shared_rgb_slice_and_mask():
     folder = SHARED_DATA / "images" / "ct-abdomen-slices"
     image = io.read_image_2d(folder / "images" / "s0114_111.png")
@@ -293,7 +292,7 @@ def slicer_segment_array(segmentation_node, segment_id):
 
 
 def test_slicer_reads_written_segmentation(tmp_path):
-    slicer = pytest.importorskip("slicer")
+    import slicer
     ct, box, ball = ct_masks()
     path = io.write_segmentation(tmp_path / "out.seg.nrrd",
                                  [("tumour", box, (1.0, 0.0, 0.0)), ("oedema", ball, (0.2, 0.4, 0.9))], ct)
@@ -321,7 +320,7 @@ def test_slicer_reads_written_segmentation(tmp_path):
 
 
 def test_slicer_reads_ctchest_segmentation_like_samed():
-    slicer = pytest.importorskip("slicer")
+    import slicer
     scene = slicer.vtkMRMLScene()
     node = slicer.vtkMRMLSegmentationNode()
     scene.AddNode(node)
@@ -395,7 +394,7 @@ def test_resample_to_unaligned_grid_uses_nearest_neighbour():
 # ----------------------------------------------------------------------------------------------- datasets
 
 def test_list_dataset_2d_and_3d_layouts(tmp_path):
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk
     d2 = tmp_path / "set2d"
     (d2 / "images").mkdir(parents=True)
     (d2 / "masks").mkdir()
@@ -432,7 +431,6 @@ def test_list_dataset_errors(tmp_path):
         io.list_dataset(bad)
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared data not present")
 def test_list_dataset_on_shared_data():
     us = io.list_dataset(SHARED_DATA / "images" / "us-breast-lesion")
     assert us.kind == "2d" and len(us.items) == 22 and not us.missing_masks and us.class_names == {1: "lesion"}
@@ -446,7 +444,7 @@ def test_list_dataset_on_shared_data():
 
 
 def test_slicer_made_cropped_segmentation_lands_on_the_ct(tmp_path):
-    slicer = pytest.importorskip("slicer")
+    import slicer
     import vtk
     ct = io.read_volume(CT_PATH)
     scene = slicer.vtkMRMLScene()

@@ -105,7 +105,7 @@ def test_exclude_flag_survives_writing(tmp_path):
 
 
 def test_fcsv_point_list():
-    slicerio = pytest.importorskip("slicerio")
+    import slicerio
     m = mk.read_markups(slicerio.get_testdata_file("F_1.fcsv"))  # LPS, extra trailing columns
     points = m.point_lists[0]
     assert points.name == "F_1" and not points.exclude and len(points.points_ras) == 12
@@ -249,7 +249,7 @@ def test_reads_what_slicer_writes(tmp_path, slicer):
 
 
 def test_fcsv_agrees_with_slicer(slicer):
-    slicerio = pytest.importorskip("slicerio")
+    import slicerio
     path = slicerio.get_testdata_file("F_1.fcsv")
     scene = slicer.vtkMRMLScene()
     node = slicer.vtkMRMLMarkupsFiducialNode()

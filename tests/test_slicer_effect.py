@@ -48,7 +48,10 @@ def event(h, event_id, xy, control=False):
 def drag_box(h, a, b):
     assert event(h, C.LeftButtonPressEvent, a)
     assert event(h, C.MouseMoveEvent, b)
+    band = h.effect.rubberBands[h.view]  # the box being dragged is drawn in the view
+    assert band.actor.GetVisibility() and band.corners()[2] == pytest.approx(tuple(int(v) for v in b))
     assert event(h, C.LeftButtonReleaseEvent, b)
+    assert not band.actor.GetVisibility()
 
 
 def finish(h):
@@ -169,12 +172,15 @@ def test_propagate_previews_everything_before_apply_and_markups_prompt(harness):
     assert written(h)[7:14].sum() == h.truth[7:14].sum() and written(h).sum() == h.truth[7:14].sum()
 
 
-def test_an_oblique_view_is_reported_not_raised(harness, slicer_env):
+def test_an_oblique_view_is_reported_not_raised_and_the_preview_stays(harness, slicer_env):
     h = harness
+    drag_box(h, display_xy(h, 5, 3, 10), display_xy(h, 36, 28, 10))
+    finish(h)
     h.slice_node.SetSliceToRASByNTP(0.0, 0.3, 0.95, 1, 0, 0, *volume_bridge.slice_position_ras(h.volume, 0, 10), 0)
     drag_box(h, (100, 100), (150, 150))
-    assert "oblique" in h.effect.statusLabel.text
+    assert "oblique" in h.effect.statusLabel.text and "Rotate to volume plane" in h.effect.statusLabel.text
     assert not h.effect.timer.active
+    assert h.effect.applyButton.enabled and h.effect.session.has_preview  # the earlier result is still there
 
 
 def test_module_panel_settings_connection_install_and_evaluation(slicer_env, provider, tmp_path):

@@ -4,8 +4,11 @@
   Segment from markups on the middle slice, Propagate within the ROI, Apply; Dice against label 1 is printed.
 - CTChest4 (slicerio): the module's self-test scenario, run through the effect with the Slicer app faked.
 """
+import os
+from pathlib import Path
+
 import numpy as np
-import pytest
+import slicer
 
 import slicer_fakes
 from slicer_scenes import EffectHarness, provider, slicer_env  # noqa: F401
@@ -69,6 +72,59 @@ def test_mr_brain_tumor_roi_propagate_apply_dice(slicer_env, shared_data, lite_b
     assert seed_dice > 0.7
     assert evaluation.metrics["dice"] > BRAIN_TUMOUR_MIN_DICE
 
+    # the other markups mode on the same data: an ROI around the whole tumour (its 3D extent), every slice it
+    # crosses prompted with its box there (no propagation); most slices' embeddings are cached by now
+    whole = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "whole tumour")
+    place_roi(whole, *box_around_slice_mask(volume, reference.any(axis=0, keepdims=True).repeat(len(reference), 0),
+                                            0, middle, first, last, margin_vox=3))
+    sid_all = segmentation.GetSegmentation().AddEmptySegment("", "tumour, every ROI slice")
+    target.segment_editor_node().SetSelectedSegmentID(sid_all)
+    target.segment_editor_node().SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
+    session.prompt_from_markups(view, roi_nodes=[whole], all_slices=True)
+    session.wait(600)
+    session.apply(target)
+    every_slice = evaluation_bridge.evaluate_segment(segmentation, sid_all, labels, 1, volume, 0)
+    with capsys.disabled():
+        print(f"mr-brain-tumor, ROI around the whole tumour, every slice it crosses: {every_slice.describe()}")
+    assert every_slice.metrics["dice"] > 0.5
+    if os.environ.get("SAMED_WRITE_DOCS_IMAGE"):  # regenerate docs/images/result.png from this run
+        result = segment_writer.segment_mask(segmentation, sid, volume)
+        render_result(volume.array, result, reference, [middle - 1, middle, middle + 1],
+                      Path(__file__).resolve().parents[1] / "docs" / "images" / "result.png")
+
+
+def render_result(image, result, reference, slices, path):
+    """Slices with the applied segment (filled, gold) and the reference (red outline), cropped to the structure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = np.flatnonzero((result | reference).any(axis=(0, 2)))
+    cols = np.flatnonzero((result | reference).any(axis=(0, 1)))
+    pad = 25
+    r0, r1 = max(rows[0] - pad, 0), min(rows[-1] + pad, image.shape[1])
+    c0, c1 = max(cols[0] - pad, 0), min(cols[-1] + pad, image.shape[2])
+    low, high = np.percentile(image, [0.5, 99.5])
+    fig, axes = plt.subplots(1, len(slices), figsize=(3.2 * len(slices), 3.6), dpi=110)
+    for ax, k in zip(axes, slices):
+        ax.imshow(image[k, r0:r1, c0:c1], cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+        overlay = np.zeros((r1 - r0, c1 - c0, 4))
+        overlay[result[k, r0:r1, c0:c1]] = (1.0, 0.78, 0.1, 0.45)
+        ax.imshow(overlay, interpolation="nearest")
+        if result[k].any():
+            ax.contour(result[k, r0:r1, c0:c1], levels=[0.5], colors=["gold"], linewidths=1.2)
+        if reference[k].any():
+            ax.contour(reference[k, r0:r1, c0:c1], levels=[0.5], colors=["red"], linewidths=1.2, linestyles="--")
+        ax.set_title(f"slice {k}: Dice {dice(result[k], reference[k]):.2f}", fontsize=10)
+        ax.axis("off")
+    fig.suptitle("Segment Anything (LiteMedSAM) in Slicer: ROI on the middle slice, propagated, applied\n"
+                 "gold: result, red dashed: reference (mr-brain-tumor)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
 
 def test_the_self_test_scenario_on_ctchest_through_the_effect(slicer_env, ctchest, lite_backend, provider, capsys):
     import SegmentAnythingMed as module
@@ -103,3 +159,40 @@ def test_the_self_test_scenario_on_ctchest_through_the_effect(slicer_env, ctches
     assert score > 0.8
     assert harness["h"].logic.CanUndo()
     effect.cleanup()
+
+
+def test_a_model_service_backs_the_module_and_the_effect(slicer_env, samed_service, provider):
+    """Backend "Model service": Test connection shows the service, and the effect segments through HttpBackend."""
+    import SegmentAnythingMed as module
+    from slicer_scenes import LPS, add_segmentation, add_volume, ellipsoid
+
+    from SegmentAnythingMedLib.backend_settings import BackendSettings
+
+    logic = module.SegmentAnythingMedLogic()
+    stored = {}
+    logic.useSettings(BackendSettings(where=samed_service.url), stored.__setitem__)
+    assert logic.missingPackages() == []  # a service needs nothing installed in Slicer
+    job = logic.startConnectionTest()
+    text = module.SegmentAnythingMedLogic.connectionText(logic.worker.wait(job, 120)[-1])
+    assert text.startswith("samed ") and "device: cpu" in text and "model litemedsam (prompts: box)" in text
+    assert type(provider.get()).__name__ == "HttpBackend"
+
+    image, truth = ellipsoid((12, 64, 64), (6, 32, 30), (4, 14, 18), inside=900, outside=100)
+    node = add_volume(slicer_env.scene, image, (0.8, 0.8, 3.0), LPS)
+    segmentation, (sid,) = add_segmentation(slicer_env.scene, node, ("ellipse",))
+    h = EffectHarness(slicer_env, node, segmentation, sid)
+    volume = volume_bridge.volume_from_node(node)
+    view_node = slicer_env.slice_node("Axial")
+    view_node.JumpSliceByCentering(*volume_bridge.slice_position_ras(volume, 0, 6))
+    session = h.effect._session()
+    view = session.view_of(view_node)
+    corner = [volume_bridge.slice_position_ras(volume, 0, 6)] * 2
+    from samed.core.geometry import slice_xy_to_ras
+
+    corner = slice_xy_to_ras([[9, 15], [51, 49]], volume.ijk_to_ras, 0, 6)
+    h.effect._run(lambda: session.set_box(corner[0], corner[1], view))
+    session.wait(120)
+    h.effect.onApply()
+    result = segment_writer.segment_mask(segmentation, sid, volume)
+    assert dice(result[6], truth[6]) > 0.85
+    h.effect.cleanup()

@@ -18,35 +18,15 @@ from SegmentAnythingMedLib.effect_parameters import (APPLY_CHOICES, DEFAULTS, IN
                                                      options_from_parameters, read_parameters)
 from SegmentAnythingMedLib.gestures import BOX, SliceGestures
 from SegmentAnythingMedLib.preview import SegmentPreview
+from SegmentAnythingMedLib.rubber_band import RubberBand
 from SegmentAnythingMedLib.scene_nodes import node_choices
-from SegmentAnythingMedLib.session import EditSession, describe_error
+from SegmentAnythingMedLib.segment_writer import EffectEditTarget
+from SegmentAnythingMedLib.session import USER_ERRORS, EditSession, describe_error
 from SegmentAnythingMedLib.worker import shared_worker
 
 POLL_MS = 50
 ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Resources", "Icons",
                     "SegmentEditorEffect.png")
-
-
-class EffectEditTarget:
-    """Writes through the effect adaptor: saveStateForUndo + modifySelectedSegmentByLabelmap (the Segment Editor's
-    editable area, mask mode, overwrite and undo apply)."""
-
-    def __init__(self, scriptedEffect):
-        self.scriptedEffect = scriptedEffect
-
-    def segment_editor_node(self):
-        return self.scriptedEffect.parameterSetNode()
-
-    def save_state_for_undo(self):
-        self.scriptedEffect.saveStateForUndo()
-
-    def default_modifier_labelmap(self):
-        return self.scriptedEffect.defaultModifierLabelmap()
-
-    def modify_selected_segment(self, labelmap, mode):
-        modes = {"add": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd,
-                 "remove": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeRemove}
-        self.scriptedEffect.modifySelectedSegmentByLabelmap(labelmap, modes[mode])
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -61,6 +41,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.gestures = SliceGestures()
         self.timer = None
         self.target = EffectEditTarget(scriptedEffect)
+        self.rubberBands = {}  # view widget -> RubberBand drawn in it
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -190,6 +171,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._select(combo, current)
 
     def updateGUIFromMRML(self):
+        if self.scriptedEffect.parameterSetNode() is None:
+            return
         params = read_parameters(self.scriptedEffect.parameter)
         widgets = [self.intensityCombo, self.rangeCombo, self.applyModeCombo, self.windowSpin, self.levelSpin,
                    self.firstSpin, self.lastSpin, self.includeCombo, self.excludeCombo, self.roiCombo,
@@ -202,7 +185,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.levelSpin.setValue(float(params["Level"]))
         self.allSlicesCheckBox.setChecked(params["MarkupsAllSlices"] == "1")
         session = self._session(create=False)
-        volume = self.scriptedEffect.parameterSetNode().GetSourceVolumeNode() if self.scriptedEffect.parameterSetNode() else None
+        volume = self.scriptedEffect.parameterSetNode().GetSourceVolumeNode()
         top = 0
         if volume is not None and volume.GetImageData() is not None:
             top = max(volume.GetImageData().GetDimensions()) - 1
@@ -222,6 +205,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._refresh(session)
 
     def updateMRMLFromGUI(self, *args):
+        if self.scriptedEffect.parameterSetNode() is None:
+            return
         values = {"IntensityMode": self.intensityCombo.itemData(self.intensityCombo.currentIndex),
                   "RangeMode": self.rangeCombo.itemData(self.rangeCombo.currentIndex),
                   "ApplyMode": self.applyModeCombo.itemData(self.applyModeCombo.currentIndex),
@@ -232,7 +217,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.scriptedEffect.setParameter(name, value)
         self.updateGUIFromMRML()
 
-    def _refresh(self, session):
+    def _refresh(self, session, message=None):
+        """Buttons, candidate, progress and status from the session's state (``message`` overrides the status)."""
         busy = session is not None and session.busy
         preview = session is not None and session.has_preview
         candidates = session.candidates if session is not None else None
@@ -247,8 +233,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if progress is not None:
             self.progressBar.setRange(0, max(progress[1], 1))
             self.progressBar.setValue(progress[0])
-        if session is not None and session.status:
-            self.statusLabel.setText(session.status)
+        if message or (session is not None and session.status):
+            self.statusLabel.setText(message or session.status)
 
     # ------------------------------------------------------------------------------------------------ session
 
@@ -269,10 +255,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         """Call a session action; show what went wrong instead of raising into Slicer's event loop."""
         try:
             result = action()
-        except Exception as exc:  # shown to the user; the traceback goes to the log
-            logging.debug("Segment Anything", exc_info=True)
-            self.statusLabel.setText(describe_error(exc))
-            self._refresh(None)
+        except Exception as exc:  # shown to the user; an unexpected one also goes to the log with its traceback
+            if not isinstance(exc, USER_ERRORS):
+                logging.error("Segment Anything: unexpected error", exc_info=True)
+            self._refresh(self.session, describe_error(exc))
             return None
         if self.session is not None and self.session.busy:
             self.timer.start()
@@ -285,10 +271,18 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def deactivate(self):
         self.gestures.cancel()
+        for viewWidget, band in self.rubberBands.items():
+            self.scriptedEffect.removeActor2D(viewWidget, band.actor)
+        self.rubberBands = {}
         if self.session is not None:
             self.session.cancel()
         if self.timer is not None:
             self.timer.stop()
+
+    def sourceVolumeNodeChanged(self):
+        if self.session is not None:
+            self._session()  # a new source volume drops the preview made on the old one
+            self._refresh(self.session)
 
     def cleanup(self):
         self.deactivate()
@@ -315,10 +309,17 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         other = bool(callerInteractor.GetShiftKey() or callerInteractor.GetAltKey())
         if eventId == vtk.vtkCommand.LeftButtonPressEvent:
             abort, action = self.gestures.left_press(xy, self.xyToRas(xy, viewWidget), control, other)
+            if abort:
+                self._rubberBand(viewWidget).start(xy)
         elif eventId == vtk.vtkCommand.MouseMoveEvent:
             abort, action = self.gestures.move(xy)
+            if abort and self.gestures.dragging:
+                self._rubberBand(viewWidget).update(xy)
+                self.scriptedEffect.scheduleRender(viewWidget)
         elif eventId == vtk.vtkCommand.LeftButtonReleaseEvent:
             abort, action = self.gestures.left_release(xy, self.xyToRas(xy, viewWidget))
+            self._rubberBand(viewWidget).hide()
+            self.scriptedEffect.scheduleRender(viewWidget)
         elif eventId == vtk.vtkCommand.RightButtonPressEvent:
             abort, action = self.gestures.right_press(xy, control or other)
         elif eventId == vtk.vtkCommand.RightButtonReleaseEvent:
@@ -329,6 +330,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             sliceNode = viewWidget.sliceLogic().GetSliceNode()
             self._run(lambda: self._prompt(action, sliceNode))
         return abort
+
+    def _rubberBand(self, viewWidget):
+        band = self.rubberBands.get(viewWidget)
+        if band is None:
+            band = RubberBand()
+            self.scriptedEffect.addActor2D(viewWidget, band.actor)
+            self.rubberBands[viewWidget] = band
+        return band
 
     def _prompt(self, action, sliceNode):
         session = self._session()

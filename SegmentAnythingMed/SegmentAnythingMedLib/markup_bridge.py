@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 import numpy as np
+import vtk
 
 from samed.core.geometry import Volume, ras_to_slice_xy
 from samed.core.markup_prompts import SlicePrompts, prompts_from_markups
@@ -106,8 +107,6 @@ def box_around_slice_mask(volume: Volume, mask_kji: np.ndarray, np_axis: int, in
 
 def place_roi(roi_node, centre_ras, size_mm, axes=None) -> None:
     """Set a markups ROI node's centre, edge lengths and (optionally) axes (3x3, columns) in its coordinates."""
-    import vtk
-
     matrix = vtk.vtkMatrix4x4()
     a = np.eye(3) if axes is None else np.asarray(axes, dtype=float)
     for r in range(3):

@@ -34,7 +34,7 @@ class SegmentPreview:
     def shown(self) -> bool:
         return self.node is not None
 
-    def _ensure_node(self, segmentation_node, color):
+    def _ensure_node(self, color):
         if self.node is not None and self.node.GetScene() is self.scene:
             return self.node
         node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", self.name)
@@ -55,7 +55,7 @@ class SegmentPreview:
     def show(self, masks: Dict[int, np.ndarray], np_axis: int, volume: Volume, segmentation_node=None,
              color: Optional[Sequence[float]] = None) -> None:
         """Display per-slice masks (slice index -> (H, W) bool along ``np_axis`` of ``volume``)."""
-        node = self._ensure_node(segmentation_node, color or DEFAULT_COLOR)
+        node = self._ensure_node(color or DEFAULT_COLOR)
         if color is not None:
             node.GetSegmentation().GetSegment(PREVIEW_SEGMENT_ID).SetColor(*color)
         transform = segmentation_node.GetParentTransformNode() if segmentation_node is not None else None

@@ -5,8 +5,8 @@ adaptor, which calls ``vtkSlicerSegmentEditorLogic::ModifySegmentByLabelmap``), 
 intensity range), the overwrite setting for other segments and undo behave as for Slicer's own effects.
 
 Two targets implement that path:
-- the effect's ``scriptedEffect`` (see ``SegmentEditorEffect.EffectEditTarget``) inside Slicer;
-- :class:`LogicEditTarget`, a ``vtkSlicerSegmentEditorLogic`` of its own, for scripts, tests and the self-test.
+- :class:`EffectEditTarget`, the effect's ``scriptedEffect`` adaptor, inside Slicer;
+- :class:`LogicEditTarget`, a ``vtkSlicerSegmentEditorLogic`` of its own, for scripts and tests.
 
 Apply modes: ``add`` merges the masks into the segment (as painting does); ``replace`` first clears the segment on
 the slices that the masks cover, then adds them (a corrected or re-propagated range replaces what was there).
@@ -77,6 +77,28 @@ class LogicEditTarget:
                  "remove": slicer.vtkSlicerSegmentEditorLogic.ModificationModeRemove}
         self.logic.ModifySegmentByLabelmap(node.GetSegmentationNode(), node.GetSelectedSegmentID(), labelmap,
                                            codes[mode], True, False)
+
+
+class EffectEditTarget:
+    """Edits the selected segment through a scripted effect's adaptor (``scriptedEffect`` in Slicer):
+    saveStateForUndo + modifySelectedSegmentByLabelmap, so the Segment Editor's own undo stack gets the change."""
+
+    def __init__(self, scriptedEffect):
+        self.scriptedEffect = scriptedEffect
+
+    def segment_editor_node(self):
+        return self.scriptedEffect.parameterSetNode()
+
+    def save_state_for_undo(self):
+        self.scriptedEffect.saveStateForUndo()
+
+    def default_modifier_labelmap(self):
+        return self.scriptedEffect.defaultModifierLabelmap()
+
+    def modify_selected_segment(self, labelmap, mode):
+        modes = {"add": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd,
+                 "remove": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeRemove}
+        self.scriptedEffect.modifySelectedSegmentByLabelmap(labelmap, modes[mode])
 
 
 @dataclass

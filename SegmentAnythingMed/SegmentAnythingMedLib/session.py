@@ -20,6 +20,7 @@ Rules
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -35,6 +36,7 @@ from .errors import BridgeError
 from .jobs import (IntensitySpec, PromptRequest, PromptResult, PropagationOutcome, PropagationRequest,
                    VolumeSessions, VolumeSnapshot, masks_summary, run_prompt, run_propagation)
 from .markup_bridge import prompts_from_markup_nodes, ras_to_view_xy
+from .preview import segment_color
 from .segment_writer import WriteReport, write_masks
 from .session_types import RANGE_MODES, SESSION_INTENSITY_MODES, Candidates, SessionOptions, SlicePrompt  # noqa: F401
 from .volume_bridge import ViewSlice, ijk_to_world, view_slice, volume_from_node
@@ -234,6 +236,7 @@ class EditSession:
                     messages.append(self.status)
                 continue
             if event.kind == FAILED:
+                logging.warning("Segment Anything: %s failed\n%s", event.label, event.details)
                 self.progress = None
                 self.status = f"{event.label} failed: {event.error}"
                 messages.append(self.status)
@@ -276,8 +279,6 @@ class EditSession:
         return self.status
 
     def _show_preview(self) -> None:
-        from .preview import segment_color
-
         color = segment_color(self.segmentation_node, self.segment_id)
         self.preview.show(self.masks, self.np_axis, self.snapshot().volume, self.segmentation_node, color)
 
@@ -368,8 +369,11 @@ class EditSession:
         self._reset_results()
 
 
+USER_ERRORS = (BridgeError, PromptError, ValueError, TimeoutError)  # errors whose message says what to do
+
+
 def describe_error(exc: BaseException) -> str:
     """The text a person sees for an error raised by a session call."""
-    if isinstance(exc, (BridgeError, PromptError, ValueError)):
+    if isinstance(exc, USER_ERRORS):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -24,8 +24,8 @@ def add_backend_options(p) -> None:
 def add_intensity_options(p) -> None:
     g = p.add_argument_group("intensity preprocessing")
     g.add_argument("--intensity", default="auto", choices=MODES,
-                   help="auto (CT window for CT, min-max for 8-bit pictures, 0.5-99.5 percentiles otherwise), "
-                        "ct ([-500, 1000] HU), percentile, minmax, window (with --window/--level)")
+                   help="auto (CT window for CT, 8-bit pictures as they are, 0.5-99.5 percentiles otherwise), "
+                        "ct ([-500, 1000] HU), percentile, minmax, window (with --window/--level), none")
     g.add_argument("--modality", help="CT, MR, US, XR...: guides --intensity auto")
     g.add_argument("--window", type=float, help="window width (with --intensity window)")
     g.add_argument("--level", type=float, help="window level (with --intensity window)")

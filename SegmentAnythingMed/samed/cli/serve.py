@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", action=_CheckpointAction, metavar="FILE.pth",
                    help="the checkpoint of the --model just before it (SAM ViT-B/L/H, MedSAM ViT-B)")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when present)")
+    p.add_argument("--engine", choices=["auto", "torch", "onnx"],
+                   help="torch (the reference), onnx (ONNX Runtime, LiteMedSAM) or auto (default: $SAMED_ENGINE, "
+                        "else auto: ONNX Runtime where it is available and checked against torch)")
     p.add_argument("--token-file", help="file whose first line is the token (else $SAMED_TOKEN; needed for a "
                                         "non-loopback --host)")
     p.add_argument("--cache-mb", type=float, default=1024,
@@ -83,5 +86,5 @@ def run(args) -> int:
     config = ServiceConfig(token=token, max_body_bytes=int(args.max_body_mb * 2 ** 20), max_active_jobs=args.max_jobs)
     run_service(args.host, args.port, models, args.device, config, cache_bytes=int(args.cache_mb * 2 ** 20),
                 log_level=args.log_level, access_log=not args.no_access_log, ssl_certfile=args.ssl_certfile,
-                ssl_keyfile=args.ssl_keyfile)
+                ssl_keyfile=args.ssl_keyfile, engine=args.engine)
     return 0

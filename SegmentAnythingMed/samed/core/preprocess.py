@@ -5,9 +5,11 @@ Modes
 - ``percentile``: clip to the 0.5th / 99.5th percentiles (MedSAM's rule for MR, ultrasound, X-ray, ...).
 - ``minmax``: image minimum -> 0, maximum -> 255 (the seed study's rule; right for 8-bit pictures).
 - ``window``: an explicit window/level (``IntensityWindow.from_window_level(400, 40)``).
+- ``none``: 8-bit values as they are (0 -> 0, 255 -> 255).
 - ``auto``: ``ct`` when the modality is CT (or, with no modality given, when the values look like Hounsfield
-  units: a signed image whose minimum is at or below -900); ``minmax`` for 8-bit images (already display
-  values); ``percentile`` otherwise.
+  units: a signed image whose minimum is at or below -900); ``none`` for 8-bit pictures (PNG/JPEG: already
+  windowed for display by whoever made them, so they reach the model exactly as a peer tool would pass them);
+  ``percentile`` otherwise.
 
 The window is computed once per volume (not per slice), so neighbouring slices of a propagation see the same
 mapping and no slice is preprocessed twice.
@@ -21,7 +23,7 @@ import numpy as np
 
 CT_WINDOW = (-500.0, 1000.0)
 PERCENTILES = (0.5, 99.5)
-MODES = ("auto", "ct", "percentile", "minmax", "window")
+MODES = ("auto", "ct", "percentile", "minmax", "window", "none")
 CT_MODALITIES = {"ct"}
 
 
@@ -67,7 +69,7 @@ def choose_mode(values: np.ndarray, modality: Optional[str] = None) -> str:
         return "percentile"
     arr = np.asarray(values)
     if arr.dtype == np.uint8:
-        return "minmax"
+        return "none"
     finite_min = float(np.nanmin(arr)) if arr.size else 0.0
     if np.issubdtype(arr.dtype, np.signedinteger) or np.issubdtype(arr.dtype, np.floating):
         if finite_min <= -900:
@@ -91,6 +93,8 @@ def compute_window(values: np.ndarray, mode: str = "auto", modality: Optional[st
         mode = choose_mode(arr, modality)
     if mode == "ct":
         return IntensityWindow(CT_WINDOW[0], CT_WINDOW[1], "ct")
+    if mode == "none":
+        return IntensityWindow(0.0, 255.0, "none")
     finite = arr[np.isfinite(arr)] if np.issubdtype(arr.dtype, np.floating) else arr
     if finite.size == 0:
         raise IntensityError("the image has no finite values")
@@ -120,7 +124,7 @@ def slice_to_rgb(slice2d: np.ndarray, intensity: IntensityWindow) -> np.ndarray:
     """A raw 2D slice (or RGB picture) -> (H, W, 3) uint8 under ``intensity``."""
     arr = np.asarray(slice2d)
     if arr.ndim == 3:  # an RGB picture: window each channel the same way
-        if intensity.mode == "minmax" and arr.dtype == np.uint8 and intensity.low == 0 and intensity.high == 255:
+        if arr.dtype == np.uint8 and intensity.low == 0 and intensity.high == 255:
             return to_rgb(arr)
         return to_rgb(intensity.apply(arr))
     return to_rgb(intensity.apply(arr))

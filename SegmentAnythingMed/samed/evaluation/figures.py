@@ -58,7 +58,7 @@ def modes_chart(modes: Dict[str, dict], names: Sequence[str]) -> Optional[bytes]
         ci = [modes[n].get("ci", {}).get(metric) or [m, m] for n, m in zip(names, means)]
         err = np.array([[m - c[0] if _finite(c[0]) else 0, c[1] - m if _finite(c[1]) else 0]
                         for m, c in zip(means, ci)]).T
-        ax.bar(x + (k - 0.5) * 0.38, means, 0.38, yerr=err, capsize=3, color=colour, label=metric.upper()
+        ax.bar(x + (k - 0.5) * 0.38, means, 0.38, yerr=err.tolist(), capsize=3, color=colour, label=metric.upper()
                if metric == "iou" else "Dice")
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=30, ha="right")
@@ -102,13 +102,12 @@ def size_scatter(rows: List[dict], mode: str, corr: Optional[dict]) -> Optional[
     size = np.array([max(object_size(x), 1e-6) for x in r]) * 100
     ax.scatter(size, [x["iou"] for x in r], s=14, alpha=0.7, color="#3a86ff")
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    label = FuncFormatter(lambda v, _: f"{v:.2g}")
-    ax.xaxis.set_major_formatter(label)
-    few_decades = size.max() / max(size.min(), 1e-9) < 30  # label the minor ticks too, else too few labels
-    ax.xaxis.set_minor_formatter(label if few_decades else NullFormatter())
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    decades = np.log10(size.max() / max(size.min(), 1e-9))
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 4 else (1.0,)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("object size (% of the picture, log scale)")
     ax.set_ylabel("IoU")
     ax.set_ylim(-0.02, 1.02)

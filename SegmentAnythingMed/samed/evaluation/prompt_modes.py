@@ -72,6 +72,9 @@ class PromptMode:
     def __repr__(self) -> str:
         return f"PromptMode({self.name!r})"
 
+    def __reduce__(self):
+        return get_mode, (self.name,)  # pickled by name (worker processes): the makers may be closures
+
     def aimed(self, reference: np.ndarray, rng: Optional[np.random.Generator] = None) -> List[Aimed]:
         if self.make is None:
             raise ValueError(f"prompt mode {self.name} does not make prompts from a reference mask alone")

@@ -137,7 +137,8 @@ def _volume_table(volumes: Dict[str, dict]) -> str:
             "<th>HD95 (mm)</th></tr>")
     body = []
     for method, v in volumes.items():
-        for name, c in list(v["classes"].items()) + [("mean", dict(v["mean"], n=v["n"]))]:
+        mean = [("mean", dict(v["mean"], n=v["n"]))] if len(v["classes"]) > 1 else []
+        for name, c in list(v["classes"].items()) + mean:
             body.append(f"<tr><td class=l>{_esc(method)}</td><td class=l>{_esc(name)}</td><td>{c['n']}</td>"
                         f"<td>{_num(c['dice'])}</td><td>{_num(c['iou'])}</td><td>{_num(c['nsd'])}</td>"
                         f"<td>{_num(c['hd95'], 2)}</td></tr>")

@@ -24,13 +24,11 @@ def finite(values: Sequence[Optional[float]]) -> np.ndarray:
 
 def bootstrap_ci(values: Sequence[Optional[float]], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
                  confidence: float = CONFIDENCE) -> Tuple[float, float]:
-    """(low, high) percentile-bootstrap interval of the mean of the finite ``values``; NaNs if none.
-    One value gives (value, value)."""
+    """(low, high) percentile-bootstrap interval of the mean of the finite ``values``; NaNs for fewer than two
+    values (one value says nothing about the spread)."""
     x = finite(values)
-    if x.size == 0 or n_boot <= 0:
+    if x.size < 2 or n_boot <= 0:
         return float("nan"), float("nan")
-    if x.size == 1:
-        return float(x[0]), float(x[0])
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     chunk = max(1, 2_000_000 // x.size)  # bound memory for large sets

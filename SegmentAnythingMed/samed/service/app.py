@@ -73,6 +73,7 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
     async def lifespan(app):
         yield
         jobs.shutdown()
+        registry.close()
 
     app = FastAPI(title="samed model service", version=__version__, lifespan=lifespan,
                   description="Segment Anything (SAM, MedSAM, LiteMedSAM) for medical images: encode a slice once, "

@@ -30,17 +30,18 @@ class ModelRegistry:
 
     @classmethod
     def load(cls, models: Sequence[Tuple[str, Optional[str]]], device: Optional[str] = None,
-             cache_bytes: int = 1 << 30) -> "ModelRegistry":
-        """Load each (model, checkpoint) once; all share one cache of ``cache_bytes``."""
+             cache_bytes: int = 1 << 30, engine: Optional[str] = None) -> "ModelRegistry":
+        """Load each (model, checkpoint) once; all share one cache of ``cache_bytes``. ``engine``: "torch",
+        "onnx" or "auto" (default: $SAMED_ENGINE, else auto; see ``engines.selection``)."""
         from ..engines.local import EmbeddingCache, LocalBackend
-        from ..engines.sam_engine import SamEngine
+        from ..engines.selection import create_engine, default_engine
 
         cache = EmbeddingCache(cache_bytes)
         backends = {}
         for name, checkpoint in models:
             if name in backends:
                 raise ValueError(f"model {name} is listed twice: give each --model once")
-            backend = LocalBackend(SamEngine(name, checkpoint, device))
+            backend = LocalBackend(create_engine(name, checkpoint, device, engine or default_engine()))
             backend.cache = cache  # one budget for all models; keys include the model's name
             backends[name] = backend
         return cls(backends, cache)
@@ -65,6 +66,10 @@ class ModelRegistry:
         with self._lock:
             self._decodes[model] += 1
 
+    def close(self) -> None:
+        for b in self.backends.values():
+            b.close()
+
     def devices(self) -> Sequence[str]:
         return sorted({b.engine.device for b in self.backends.values()})
 
@@ -75,7 +80,8 @@ class ModelRegistry:
             models[name] = {
                 "description": e.get("description"), "prompt_kinds": e.get("prompt_kinds"),
                 "image_size": e.get("image_size"), "device": e.get("device"),
-                "checkpoint": os.path.basename(e["checkpoint"]) if e.get("checkpoint") else None,
+                "checkpoint": os.path.basename(str(e["checkpoint"])) if e.get("checkpoint") else None,
+                "engine": getattr(b.engine, "engine", "torch"),
                 "encoder_runs": int(b.encoder_runs), "decodes": self._decodes.get(name, 0)}
         return {"service": "samed", "version": __version__, "api_version": API_VERSION,
                 "device": ", ".join(self.devices()), "models": models, "cache": self.cache.stats()}

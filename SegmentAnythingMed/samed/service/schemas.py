@@ -74,6 +74,7 @@ class ModelInfo(BaseModel):
     image_size: Optional[int] = None
     device: Optional[str] = None
     checkpoint: Optional[str] = None
+    engine: Optional[str] = None
     encoder_runs: int
     decodes: int
 

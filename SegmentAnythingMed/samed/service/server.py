@@ -31,7 +31,7 @@ def check_port_free(host: str, port: int) -> None:
 def run_service(host: str, port: int, models: Sequence[Tuple[str, Optional[str]]], device: Optional[str] = None,
                 config: Optional[ServiceConfig] = None, cache_bytes: int = 1 << 30, log_level: str = "info",
                 access_log: bool = True, ssl_certfile: Optional[str] = None,
-                ssl_keyfile: Optional[str] = None) -> None:
+                ssl_keyfile: Optional[str] = None, engine: Optional[str] = None) -> None:
     config = config or ServiceConfig()
     check_exposure(host, config.token)
     if (ssl_certfile is None) != (ssl_keyfile is None):
@@ -42,11 +42,12 @@ def run_service(host: str, port: int, models: Sequence[Tuple[str, Optional[str]]
     from .app import create_app
     from .registry import ModelRegistry
 
-    registry = ModelRegistry.load(models, device, cache_bytes)
+    registry = ModelRegistry.load(models, device, cache_bytes, engine)
     app = create_app(registry, config)
     scheme = "https" if ssl_certfile else "http"
     shown = f"[{host}]" if ":" in host else host
-    names = ", ".join(f"{name} on {b.engine.device}" for name, b in registry.backends.items())
+    names = ", ".join(f"{name} ({getattr(b.engine, 'engine', 'torch')}) on {b.engine.device}"
+                      for name, b in registry.backends.items())
     print(f"samed serve: {names}; cache {cache_bytes >> 20} MB; listening on {scheme}://{shown}:{port} "
           f"({'token required' if config.token else 'no token: this machine only'})", file=sys.stderr, flush=True)
     if config.token and not ssl_certfile and not is_loopback(host):

@@ -1,0 +1,129 @@
+"""The module's logic without Qt: backend settings (stored through a get/set pair such as QSettings'), installing
+what the in-process backend lacks (after the panel asked), the connection test in the worker thread, evaluation into
+table / plot nodes and CSV, and driving the effect from a script (the self-test).
+
+``SegmentAnythingMed.SegmentAnythingMedLogic`` is this class on Slicer's ScriptedLoadableModuleLogic base.
+"""
+import logging
+
+import slicer
+
+from . import evaluation_bridge
+from .backend_settings import (SETTINGS_KEYS, SETTINGS_PREFIX, BackendSettings, describe_info, install_plan,
+                               missing_packages, shared_provider)
+from .volume_bridge import volume_from_node
+from .worker import DONE, shared_worker
+
+
+class ModuleLogic:
+    """Backend settings, dependency installation, connection test and evaluation; no widgets."""
+
+    def __init__(self, provider=None, worker=None):
+        self.provider = provider or shared_provider()
+        self.worker = worker or shared_worker()
+        self.summaryTableNode = None
+        self.sliceTableNode = None
+        self.chartNode = None
+        self.seriesNode = None
+
+    # settings --------------------------------------------------------------------------------------------------
+    def restoreSettings(self, get):
+        """Settings from a store (``qt.QSettings().value``); invalid stored values fall back to the defaults."""
+        values = {k: get(SETTINGS_PREFIX + k, "") for k in SETTINGS_KEYS}
+        try:
+            settings = BackendSettings.from_dict(values).validate()
+        except ValueError as exc:
+            logging.warning(f"SegmentAnythingMed: stored backend settings ignored ({exc})")
+            settings = BackendSettings()
+        self.provider.update(settings)
+        return settings
+
+    def useSettings(self, settings, set_=None):
+        """Validate and use ``settings`` (ValueError says what is wrong); store them with ``set_(key, value)``."""
+        settings = settings.validate()
+        self.provider.update(settings)
+        if set_ is not None:
+            for key, value in settings.to_dict().items():
+                set_(SETTINGS_PREFIX + key, value)
+        return settings
+
+    def missingPackages(self):
+        return missing_packages(self.provider.settings)
+
+    def installDependencies(self):
+        """Install what the in-process backend lacks: torch with PyTorchUtils, the rest with pip (ask first)."""
+        plan = install_plan(self.missingPackages())
+        if plan["torch"]:
+            try:
+                import PyTorchUtils
+            except ImportError as exc:
+                raise RuntimeError("the PyTorch extension is not installed: install 'PyTorch' from the Extensions "
+                                   "Manager, restart Slicer, then try again (or use a model service)") from exc
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+                raise RuntimeError("PyTorch was not installed")
+        if plan["pip"]:
+            slicer.util.pip_install(" ".join(plan["pip"]))
+        return self.missingPackages()
+
+    def startConnectionTest(self):
+        """Load / reach the backend in the worker thread; the result comes as the job's event."""
+        provider = self.provider
+        return self.worker.submit(lambda ctx: provider.get().info(), label="test connection")
+
+    @staticmethod
+    def connectionText(event):
+        if event.kind == DONE:
+            return describe_info(event.value)
+        return f"Connection failed: {event.error}"
+
+    # evaluation ------------------------------------------------------------------------------------------------
+    def _ensureOutputNodes(self, scene):
+        def node(current, cls, name):
+            if current is not None and current.GetScene() is scene:
+                return current
+            return scene.AddNewNodeByClass(cls, name)
+
+        self.summaryTableNode = node(self.summaryTableNode, "vtkMRMLTableNode", "SegmentAnythingMed evaluation")
+        self.sliceTableNode = node(self.sliceTableNode, "vtkMRMLTableNode", "SegmentAnythingMed Dice per slice")
+
+    def evaluate(self, segmentationNode, segmentId, referenceNode, reference, volumeNode, toleranceMm=2.0,
+                 npAxis=None):
+        """Metrics of a segment against a reference on ``volumeNode``'s grid, written to table and chart nodes."""
+        if volumeNode is None:
+            raise ValueError("choose the volume whose grid the comparison uses (the source volume)")
+        scene = segmentationNode.GetScene()
+        volume = volume_from_node(volumeNode, copy=False)
+        evaluation = evaluation_bridge.evaluate_segment(segmentationNode, segmentId, referenceNode, reference,
+                                                        volume, npAxis, toleranceMm)
+        self._ensureOutputNodes(scene)
+        evaluation_bridge.append_summary(self.summaryTableNode, evaluation)
+        evaluation_bridge.write_per_slice(self.sliceTableNode, evaluation)
+        self.chartNode, self.seriesNode = evaluation_bridge.per_slice_chart(
+            scene, self.sliceTableNode, evaluation, self.chartNode, self.seriesNode)
+        return evaluation
+
+    def exportCsv(self, path):
+        if self.summaryTableNode is None:
+            raise ValueError("evaluate a segment first: there is no table to export")
+        return evaluation_bridge.export_csv(self.summaryTableNode, path)
+
+    # the effect, driven from a script (the self-test) ----------------------------------------------------------
+    @staticmethod
+    def segmentWithEffect(effect, sliceNode, roiNode, propagate=True, timeout=600.0):
+        """Run the effect as a user would: ROI chosen, Segment from markups, Propagate, Apply. Returns status."""
+        index = effect.roiCombo.findData(roiNode.GetID())
+        if index < 0:
+            effect.updateGUIFromMRML()
+            index = effect.roiCombo.findData(roiNode.GetID())
+        effect.roiCombo.setCurrentIndex(index)
+        effect.onSegmentFromMarkups(sliceNode)
+        session = effect.session
+        session.wait(timeout)
+        if propagate:
+            effect.onPropagate()
+            session.wait(timeout)
+        effect.onPoll()
+        if not session.has_preview:
+            raise RuntimeError(f"the effect produced no preview: {session.status}")
+        effect.onApply()
+        return session.status
