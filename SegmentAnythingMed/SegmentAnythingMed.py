@@ -266,11 +266,11 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
 
     def onEvaluate(self):
         try:
+            reference = self.referenceItemCombo.itemData(self.referenceItemCombo.currentIndex)
             evaluation = self.logic.evaluate(
                 self._nodeOf(self.segmentationCombo), self.segmentCombo.itemData(self.segmentCombo.currentIndex),
-                self._nodeOf(self.referenceCombo), self.referenceItemCombo.itemData(self.referenceItemCombo.currentIndex),
-                self._nodeOf(self.gridCombo), self.toleranceSpin.value)
-        except (ValueError, AttributeError, TypeError) as exc:
+                self._nodeOf(self.referenceCombo), reference, self._nodeOf(self.gridCombo), self.toleranceSpin.value)
+        except ValueError as exc:  # BridgeError included: the message names what to choose
             self.evaluationLabel.setText(f"Cannot evaluate: {exc}")
             return None
         self.evaluationLabel.setText(evaluation.describe())

@@ -161,10 +161,10 @@ class QComboBox(QWidget):
         return len(self._items)
 
     def itemText(self, i):
-        return self._items[i][0]
+        return self._items[i][0] if 0 <= i < len(self._items) else ""
 
-    def itemData(self, i):
-        return self._items[i][1]
+    def itemData(self, i):  # Qt answers an invalid index with an invalid QVariant (None in PythonQt)
+        return self._items[i][1] if 0 <= i < len(self._items) else None
 
     def findData(self, data):
         return next((n for n, (_, d) in enumerate(self._items) if d == data), -1)

@@ -111,3 +111,21 @@ def test_evaluate_box_all_writes_results_and_summary(shared_data, tmp_path):
     assert rows[0].startswith("dataset,image,slice,class_id,class_name,prompt")
     assert len(rows) - 1 == sum(c["n"] for c in summary["classes"].values())
     assert "mean (all tasks)" in r.stdout
+
+
+def test_segment_and_propagate_through_the_service_equals_in_process(samed_service, ctchest, tmp_path):
+    """`samed segment --backend URL --propagate` runs the walk as a job on the real service; same masks."""
+    import os
+
+    ct, _ = ctchest
+    common = ["segment", ct, "--slice", "20", "--box", "55,36,106,98", "--propagate", "--max-slices", "2"]
+    remote = samed(*common, "--out", tmp_path / "remote.seg.nrrd", "--backend", samed_service.url)
+    assert remote.returncode == 0, remote.stderr
+    local = subprocess.run([sys.executable, "-m", "samed.cli.main", *map(str, common), "--out",
+                            str(tmp_path / "local.seg.nrrd")], capture_output=True, text=True, timeout=900,
+                           env={**os.environ, "SAMED_ENGINE": "torch"})  # the service fixture runs torch too
+    assert local.returncode == 0, local.stderr
+    a = io.read_segmentation(tmp_path / "remote.seg.nrrd").segment_mask("Segment_1")
+    b = io.read_segmentation(tmp_path / "local.seg.nrrd").segment_mask("Segment_1")
+    assert a.any() and np.array_equal(a, b)
+    assert np.count_nonzero(a.any(axis=(1, 2))) == 5  # slices 18..22

@@ -218,6 +218,8 @@ def test_module_panel_settings_connection_install_and_evaluation(slicer_env, pro
     assert qt.QMessageBox.shown[-1][0] == "question" and "PyTorch extension" in qt.QMessageBox.shown[-1][2]
     assert "Nothing installed" in widget.backendLabel.text
     # evaluation from the panel
+    widget.refreshButton.click()
+    assert widget.onEvaluate() is None and "choose the segmentation" in widget.evaluationLabel.text
     image, truth = ellipsoid((10, 20, 20), (5, 10, 10), (3, 6, 6))
     node = add_volume(slicer_env.scene, image, (1.0, 1.0, 2.0), LPS)
     segmentation, (a, b) = add_segmentation(slicer_env.scene, node, ("mine", "reference"))

@@ -150,6 +150,8 @@ def test_views_in_each_orientation_find_their_voxel_axis(slicer_env):
         slice_node.JumpSliceByCentering(*volume_bridge.slice_position_ras(volume, np_axis, index))
         view = volume_bridge.view_slice(slice_node, volume)
         assert (view.np_axis, view.index, view.orientation) == (np_axis, index, orientation.lower())
+        view, pixels = volume_bridge.slice_under_view(node, slice_node)  # the voxels of that slice
+        assert np.array_equal(pixels, np.take(slicer.util.arrayFromVolume(node), index, axis=np_axis))
     # between two slices the nearer one is shown
     slice_node.SetOrientation("Sagittal")
     between = (volume_bridge.slice_position_ras(volume, 0, 4) * 0.7 + volume_bridge.slice_position_ras(volume, 0, 5) * 0.3)

@@ -3,6 +3,7 @@
 - mr-brain-tumor (../shared/data): an ROI around the tumour on its middle slice, spanning the tumour's slices;
   Segment from markups on the middle slice, Propagate within the ROI, Apply; Dice against label 1 is printed.
 - CTChest4 (slicerio): the module's self-test scenario, run through the effect with the Slicer app faked.
+- The model service (a real `samed serve` process): Test connection and the effect through HttpBackend.
 """
 import os
 from pathlib import Path
@@ -11,11 +12,12 @@ import numpy as np
 import slicer
 
 import slicer_fakes
-from slicer_scenes import EffectHarness, provider, slicer_env  # noqa: F401
+from slicer_scenes import LPS, EffectHarness, add_segmentation, add_volume, ellipsoid, provider, slicer_env  # noqa: F401
 
+from samed.core.geometry import slice_xy_to_ras
 from samed.core.metrics import dice
 from SegmentAnythingMedLib import evaluation_bridge, segment_writer, volume_bridge
-from SegmentAnythingMedLib.backend_settings import BackendProvider
+from SegmentAnythingMedLib.backend_settings import BackendProvider, BackendSettings
 from SegmentAnythingMedLib.markup_bridge import box_around_slice_mask, place_roi
 from SegmentAnythingMedLib.preview import SegmentPreview
 from SegmentAnythingMedLib.session import EditSession
@@ -164,9 +166,6 @@ def test_the_self_test_scenario_on_ctchest_through_the_effect(slicer_env, ctches
 def test_a_model_service_backs_the_module_and_the_effect(slicer_env, samed_service, provider):
     """Backend "Model service": Test connection shows the service, and the effect segments through HttpBackend."""
     import SegmentAnythingMed as module
-    from slicer_scenes import LPS, add_segmentation, add_volume, ellipsoid
-
-    from SegmentAnythingMedLib.backend_settings import BackendSettings
 
     logic = module.SegmentAnythingMedLogic()
     stored = {}
@@ -186,9 +185,6 @@ def test_a_model_service_backs_the_module_and_the_effect(slicer_env, samed_servi
     view_node.JumpSliceByCentering(*volume_bridge.slice_position_ras(volume, 0, 6))
     session = h.effect._session()
     view = session.view_of(view_node)
-    corner = [volume_bridge.slice_position_ras(volume, 0, 6)] * 2
-    from samed.core.geometry import slice_xy_to_ras
-
     corner = slice_xy_to_ras([[9, 15], [51, 49]], volume.ijk_to_ras, 0, 6)
     h.effect._run(lambda: session.set_box(corner[0], corner[1], view))
     session.wait(120)

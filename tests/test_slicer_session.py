@@ -201,6 +201,14 @@ def test_intensity_choices(slicer_env, worker):
     node.GetDisplayNode().AutoWindowLevelOff()
     node.GetDisplayNode().SetWindowLevel(100, 50)
     assert (session.intensity().window.low, session.intensity().window.high) == (0.0, 100.0)
+    from SegmentAnythingMedLib.effect_parameters import INTENSITY_CHOICES, RANGE_CHOICES
+    from SegmentAnythingMedLib.session_types import RANGE_MODES, SESSION_INTENSITY_MODES
+
+    assert {k for k, _ in INTENSITY_CHOICES} <= set(SESSION_INTENSITY_MODES)  # every offered choice is known
+    assert {k for k, _ in RANGE_CHOICES} == set(RANGE_MODES)
+    for mode, _ in INTENSITY_CHOICES:
+        session.options.intensity_mode = mode
+        session.intensity()
     session.options.intensity_mode = "bogus"
     with pytest.raises(BridgeError, match="unknown intensity"):
         session.intensity()
@@ -275,3 +283,23 @@ def test_session_reports_backend_failures_as_status(slicer_env, worker):
     session.set_box(ras(session, (5, 3), 10), ras(session, (36, 28), 10), view_at(slicer_env, session, 10))
     messages = session.wait(30)
     assert "unreachable" in messages[-1] and "failed" in session.status
+
+
+def test_propagation_reports_progress_and_stop_keeps_the_preview_as_it_was(slicer_env, worker):
+    session, node, segmentation, sid, target, truth, backend = make(slicer_env, worker)
+    session.options.range_mode = "volume"
+    session.set_box(ras(session, (5, 3), 10), ras(session, (36, 28), 10), view_at(slicer_env, session, 10))
+    session.wait(30)
+    before = {i: m.copy() for i, m in session.masks.items()}
+    backend.delay = 0.05  # each new slice takes a while to encode
+    session.propagate()
+    deadline = time.monotonic() + 30
+    while not (session.progress and session.progress[0] >= 2) and time.monotonic() < deadline:
+        session.poll()
+        time.sleep(0.01)
+    done, total = session.progress
+    assert 2 <= done < total == 19  # 9 slices below the seed, 10 above
+    session.cancel_running()  # the effect's Stop button
+    messages = session.wait(30)
+    assert messages[-1] == "propagation cancelled: the preview is as it was"
+    assert set(session.masks) == set(before) and session.progress is None and session.has_preview

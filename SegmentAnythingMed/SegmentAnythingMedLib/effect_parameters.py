@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Tuple
 
 from samed.core.propagation import PropagationSettings
 
-from .session import RANGE_MODES, SESSION_INTENSITY_MODES, SessionOptions
+from .session_types import SessionOptions
 
 DEFAULTS: Dict[str, str] = {
     "IntensityMode": "auto",
@@ -28,6 +28,7 @@ INTENSITY_CHOICES: List[Tuple[str, str]] = [
     ("percentile", "Percentiles 0.5-99.5 (MR, US, ...)"),
     ("minmax", "Minimum-maximum"),
     ("window", "Window/level below"),
+    ("none", "8-bit values as they are"),
 ]
 APPLY_CHOICES: List[Tuple[str, str]] = [
     ("add", "Add to the segment"),
@@ -38,8 +39,6 @@ RANGE_CHOICES: List[Tuple[str, str]] = [
     ("set", "Within the slice range below"),
     ("volume", "Whole volume"),
 ]
-assert {k for k, _ in INTENSITY_CHOICES} == set(SESSION_INTENSITY_MODES)
-assert {k for k, _ in RANGE_CHOICES} == set(RANGE_MODES)
 
 
 def _number(params: Dict[str, str], name: str, cast: Callable = float):

@@ -89,8 +89,12 @@ class ModuleLogic:
     def evaluate(self, segmentationNode, segmentId, referenceNode, reference, volumeNode, toleranceMm=2.0,
                  npAxis=None):
         """Metrics of a segment against a reference on ``volumeNode``'s grid, written to table and chart nodes."""
+        if segmentationNode is None:
+            raise ValueError("choose the segmentation that holds the segment to evaluate")
         if volumeNode is None:
             raise ValueError("choose the volume whose grid the comparison uses (the source volume)")
+        if reference is None or reference == "":
+            raise ValueError("choose the reference segment or label")
         scene = segmentationNode.GetScene()
         volume = volume_from_node(volumeNode, copy=False)
         evaluation = evaluation_bridge.evaluate_segment(segmentationNode, segmentId, referenceNode, reference,

@@ -171,3 +171,11 @@ def slice_position_ras(volume: Volume, np_axis: int, index: int) -> np.ndarray:
 def slice_normal_ras(volume: Volume, np_axis: int) -> np.ndarray:
     """Unit vector of the voxel axis ``np_axis`` in world RAS."""
     return _unit(volume.ijk_to_ras[:3, 2 - np_axis])
+
+
+def slice_under_view(volume_node, slice_node):
+    """(ViewSlice, 2D voxel array) of the source volume's slice that a slice view shows, rows and columns as
+    ``samed.core.geometry`` orders them (the picture the model gets, before intensity preprocessing)."""
+    volume = volume_from_node(volume_node, copy=False)
+    view = view_slice(slice_node, volume, volume_node.GetName())
+    return view, np.take(volume.array, view.index, axis=view.np_axis).copy()

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 from ..core import io
+from ..core.preprocess import MODES
 from ..evaluation.everything import DEFAULT_GRID
 from ..evaluation.job import BackendSource, evaluate_dataset, finish
 from ..evaluation.prompt_modes import MODE_HELP, all_modes, parse_modes
@@ -36,7 +37,9 @@ def add_parser(sub) -> None:
                    help="3D sets: also one box on the middle slice of each object, propagated through the volume, "
                         "against a box on every slice (3D Dice, NSD, HD95 per class)")
     p.add_argument("--out", default="evaluation", help="output folder (default ./evaluation)")
-    p.add_argument("--intensity", default="auto", help="intensity preprocessing (see samed segment --help)")
+    p.add_argument("--intensity", default="auto", choices=[m for m in MODES if m != "window"],
+                   help="intensity preprocessing (default auto: 8-bit pictures as they are, CT window or "
+                        "percentiles for volumes; minmax is the seed study's rule; see samed segment --help)")
     p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance, mm (pixels for 2D sets)")
     p.add_argument("--seed", type=int, default=0, help="seed for ties between equally central pixels and box "
                                                        "shift directions (default 0)")

@@ -133,8 +133,10 @@ def run(args) -> int:
                                        max_area_ratio=args.max_area_ratio, min_score=args.min_score,
                                        max_slices=args.max_slices, index_range=slice_prompts.roi_range)
         with progress_bar(session.n_slices - 1, "propagate") as bar:
-            result = session.propagate(seed, masks[seed], settings,
-                                       progress=lambda d, n: bar.update(d - bar.n))
+            if hasattr(backend, "start_propagation"):  # the model service runs the walk as a job
+                result = _propagate_on_service(session, backend, seed, masks[seed], settings, bar)
+            else:
+                result = session.propagate(seed, masks[seed], settings, progress=lambda d, n: bar.update(d - bar.n))
         for d, why in result.stopped.items():
             print(f"propagation {d}: stopped ({why})")
         propagated = dict(result.masks)
@@ -156,6 +158,25 @@ def run(args) -> int:
             print(f"wrote {args.report}")
     backend.close()
     return 0
+
+
+def _propagate_on_service(session: VolumeSession, backend, seed: int, seed_mask, settings, bar):
+    from ..client import needed_slab, start_propagation
+
+    lo, hi = needed_slab(session.n_slices, seed, settings)
+    pictures = np.stack([session.picture(i) for i in range(lo, hi + 1)])
+    job = start_propagation(backend, pictures, seed, seed_mask, settings, first_index=lo, n_slices=session.n_slices)
+    try:
+        while True:
+            state = job.progress()
+            bar.update(max(0, state.done - bar.n))
+            if state.finished:
+                break
+            time.sleep(0.2)
+        return job.result(timeout=60)
+    except KeyboardInterrupt:
+        job.cancel()
+        raise
 
 
 def _load_reference(path: str, label, volume: Volume):

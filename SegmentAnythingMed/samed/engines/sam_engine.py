@@ -105,7 +105,8 @@ class SamEngine:
         with torch.inference_mode():
             xs, sizes = zip(*(self.preprocess(im) for im in images))
             feats = self.sam.image_encoder(torch.cat(xs, 0))
-        return [Embedding(feats[i:i + 1], tuple(im.shape[:2]), sizes[i]) for i, im in enumerate(images)]
+        # clone: a view would keep the whole batch alive and make the cache undercount its memory
+        return [Embedding(feats[i:i + 1].clone(), tuple(im.shape[:2]), sizes[i]) for i, im in enumerate(images)]
 
     # ---- decode ----------------------------------------------------------------------------------------------
     def _mask_input(self, mask: np.ndarray, emb: Embedding):

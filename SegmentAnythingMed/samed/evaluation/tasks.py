@@ -4,8 +4,8 @@
 slice along the axis (axial by default) that holds a class is one picture (slice-wise, as the seed study),
 with in-plane spacing for the surface metrics. Each picture is encoded once for all its classes and modes.
 2D pictures have no physical spacing: their NSD tolerance and HD95 are in pixels.
-Intensities: ``core.preprocess`` (``auto``: min-max for 8-bit pictures, the study's rule; CT window or
-percentiles for volumes, MedSAM's rules), one window per image or volume.
+Intensities: ``core.preprocess`` (``auto``: 8-bit pictures as they are; CT window or percentiles for volumes,
+MedSAM's rules; ``minmax`` is the study's rule for pictures), one window per image or volume.
 """
 from __future__ import annotations
 
