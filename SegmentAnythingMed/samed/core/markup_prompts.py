@@ -40,7 +40,12 @@ def roi_box_on_slices(corners_ras: np.ndarray, volume: Volume, np_axis: int) -> 
     xy, pos = ras_to_slice_xy(corners_ras, volume.ijk_to_ras, np_axis)
     n = volume.array.shape[np_axis]
     h, w = [s for a, s in enumerate(volume.array.shape[:3]) if a != np_axis]
-    first, last = max(0, math.ceil(pos.min() - 0.5)), min(n - 1, math.floor(pos.max() + 0.5))
+    # the slices whose centres lie within the ROI (1e-3 of a slice absorbs float noise at the edges); an ROI
+    # thinner than a slice that falls between two centres takes the slice nearest to its middle
+    first, last = math.ceil(pos.min() - 1e-3), math.floor(pos.max() + 1e-3)
+    if first > last:
+        first = last = int(np.floor((pos.min() + pos.max()) / 2 + 0.5))
+    first, last = max(0, first), min(n - 1, last)
     box = np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()])
     if first > last or box[2] < -0.5 or box[3] < -0.5 or box[0] > w - 0.5 or box[1] > h - 0.5:
         raise PromptError("the ROI does not overlap the volume: check that it was placed on this volume")
