@@ -237,7 +237,7 @@ def run_side(side: str, args) -> Dict[str, object]:
 
     # propagation from one box on the object's middle slice
     prop = {}
-    for name, session, ref in sessions:
+    for name, session, ref in ([] if args.no_propagation else sessions):
         if hasattr(backend, "cache"):
             backend.cache = EmbeddingCache(backend.cache.max_bytes)  # no head start from the slices above
         idx = object_slices(ref, session.np_axis)
@@ -371,12 +371,18 @@ def run_evaluate(args, engine: str) -> Dict[str, object]:
 def child(side: str, args) -> Dict[str, object]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--engine", args.engine,
            "--decodes", str(args.decodes), "--encode-slices", str(args.encode_slices)]
-    for opt in ("data", "device", "save_masks"):
+    for opt in ("data", "device", "save_masks", "threads"):
         if getattr(args, opt):
             cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.prefetch is not None:
         cmd += ["--prefetch" if args.prefetch else "--no-prefetch"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if args.no_propagation:
+        cmd += ["--no-propagation"]
+    env = dict(os.environ)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+                   SAMED_ORT_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"bench: the {side} side failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -397,7 +403,8 @@ def report(peer: dict, ours: dict, service: Optional[dict], evaluate: Optional[d
 
     w(f"samed speed benchmark  {time.strftime('%Y-%m-%d %H:%M')}  python {platform.python_version()}  "
       f"{os.cpu_count()} logical CPUs  load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    w(f"peer: {peer['engine']}    ours: {ours['engine']}")
+    w(f"peer: {peer['engine']}    ours: {ours['engine']}"
+      + (f"    threads: {args.threads} on both sides" if args.threads else ""))
     w(f"model load: peer {peer['load_s']:.1f} s, ours {ours['load_s']:.1f} s (from the export cache)")
     w("")
     w(f"{'':34s} {'peer':>10s} {'ours':>10s} {'peer/ours':>10s}")
@@ -435,6 +442,9 @@ def report(peer: dict, ours: dict, service: Optional[dict], evaluate: Optional[d
     w(f"{'decode prompts mean Dice (2D)':34s} {peer['decode_dice']:10.4f} {ours['decode_dice']:10.4f} "
       f"{'|diff| ' + format(abs(peer['decode_dice'] - ours['decode_dice']), '.4f'):>10s}")
     w("")
+    if not peer["propagation"]:
+        w("propagation: not measured (--no-propagation)")
+        return "\n".join(lines)
     w("propagation from one box on the middle slice (wall s; 3D Dice vs the reference label)")
     w(f"{'structure':24s} {'peer s':>8s} {'ours s':>8s} {'ratio':>7s} {'peer cpu':>9s} {'ours cpu':>9s} "
       f"{'slices':>9s} {'peer Dice':>9s} {'ours Dice':>9s} {'|diff|':>7s}")
@@ -478,6 +488,9 @@ def main(argv=None) -> int:
     p.add_argument("--prefetch", dest="prefetch", action="store_true", default=None,
                    help="ours: let propagation encode the next slices ahead (default: on GPUs only)")
     p.add_argument("--no-prefetch", dest="prefetch", action="store_false")
+    p.add_argument("--threads", type=int, help="limit both sides to N threads (torch and ONNX Runtime); a run with "
+                                               "--threads 1 shows the per-core speed, little moved by other load")
+    p.add_argument("--no-propagation", action="store_true", help="skip the propagation timings")
     p.add_argument("--no-service", action="store_true", help="skip the decode timing through `samed serve`")
     p.add_argument("--no-evaluate", action="store_true", help="skip the `samed evaluate` Dice comparison")
     p.add_argument("--json", help="also write all measurements to this file")
