@@ -396,6 +396,28 @@ def verdict(ratio: float, target: float) -> str:
     return f"target >= {target:g}x: {'MET' if ratio >= target else f'NOT MET ({ratio / target:.0%} of it)'}"
 
 
+def propagation_rows(w, peer: dict, ours: dict, ratios: dict) -> None:
+    w("propagation from one box on the middle slice (wall s; 3D Dice vs the reference label)")
+    w(f"{'structure':24s} {'peer s':>8s} {'ours s':>8s} {'ratio':>7s} {'peer cpu':>9s} {'ours cpu':>9s} "
+      f"{'slices':>9s} {'peer Dice':>9s} {'ours Dice':>9s} {'|diff|':>7s}")
+    worst = float("inf")
+    dice_ok = True
+    for name, p in peer["propagation"].items():
+        o = ours["propagation"][name]
+        r = p["wall_s"] / o["wall_s"]
+        worst = min(worst, r)
+        d = abs(p["dice"] - o["dice"])
+        dice_ok &= d <= DICE_BOUND
+        w(f"{name:24s} {p['wall_s']:8.2f} {o['wall_s']:8.2f} {r:6.2f}x {p['cpu_s']:9.2f} {o['cpu_s']:9.2f} "
+          f"{p['slices']:>3d}/{o['slices']:<3d}/{p['reference_slices']:<2d} {p['dice']:9.4f} {o['dice']:9.4f} {d:7.4f}"
+          + ("" if p["mask_sha"] != o["mask_sha"] else "  (identical masks)"))
+    w(f"{'':24s} slices = peer/ours/reference slices holding the object")
+    ratios["propagation"] = worst
+    w(f"propagation, worst structure: {worst:.2f}x   {verdict(worst, TARGETS['propagation'])}")
+    w(f"Dice within {DICE_BOUND} of the torch reference (the peer runs the same torch model) on every structure: "
+      f"{'MET' if dice_ok else 'NOT MET'}")
+
+
 def report(peer: dict, ours: dict, service: Optional[dict], evaluate: Optional[dict], args) -> str:
     lines = []
     w = lines.append
@@ -444,26 +466,8 @@ def report(peer: dict, ours: dict, service: Optional[dict], evaluate: Optional[d
     w("")
     if not peer["propagation"]:
         w("propagation: not measured (--no-propagation)")
-        return "\n".join(lines)
-    w("propagation from one box on the middle slice (wall s; 3D Dice vs the reference label)")
-    w(f"{'structure':24s} {'peer s':>8s} {'ours s':>8s} {'ratio':>7s} {'peer cpu':>9s} {'ours cpu':>9s} "
-      f"{'slices':>9s} {'peer Dice':>9s} {'ours Dice':>9s} {'|diff|':>7s}")
-    worst = float("inf")
-    dice_ok = True
-    for name, p in peer["propagation"].items():
-        o = ours["propagation"][name]
-        r = p["wall_s"] / o["wall_s"]
-        worst = min(worst, r)
-        d = abs(p["dice"] - o["dice"])
-        dice_ok &= d <= DICE_BOUND
-        w(f"{name:24s} {p['wall_s']:8.2f} {o['wall_s']:8.2f} {r:6.2f}x {p['cpu_s']:9.2f} {o['cpu_s']:9.2f} "
-          f"{p['slices']:>3d}/{o['slices']:<3d}/{p['reference_slices']:<2d} {p['dice']:9.4f} {o['dice']:9.4f} {d:7.4f}"
-          + ("" if p["mask_sha"] != o["mask_sha"] else "  (identical masks)"))
-    w(f"{'':24s} slices = peer/ours/reference slices holding the object")
-    ratios["propagation"] = worst
-    w(f"propagation, worst structure: {worst:.2f}x   {verdict(worst, TARGETS['propagation'])}")
-    w(f"Dice within {DICE_BOUND} of the torch reference (the peer runs the same torch model) on every structure: "
-      f"{'MET' if dice_ok else 'NOT MET'}")
+    else:
+        propagation_rows(w, peer, ours, ratios)
     if evaluate:
         t, o = evaluate.get("torch", {}), evaluate.get("ours", {})
         if "dice" in t and "dice" in o:
