@@ -81,10 +81,10 @@ def test_refuses_what_the_model_does_not_take(onnx_engine):
         onnx_engine.decode(emb, Prompt(include_points_xy=[[100, 100]]))
 
 
-def test_upsampling_matrices_equal_segment_anything(lite_backend):
+def test_upsampling_equals_segment_anything(lite_backend):
     import torch
 
-    from samed.engines.onnx_engine import upsample_matrices
+    from samed.engines.onnx_engine import upsample_logits
 
     sam = lite_backend.engine.sam
     logits = torch.randn(1, 2, 256, 256)
@@ -92,8 +92,7 @@ def test_upsampling_matrices_equal_segment_anything(lite_backend):
         input_size = lite_backend.engine.input_size_for(original)
         with torch.no_grad():
             ref = sam.postprocess_masks(logits, input_size, original)[0].numpy()
-        rows, cols = upsample_matrices(256, 256, "longest", input_size, original)
-        ours = np.matmul(np.matmul(rows, logits[0].numpy()), cols)
+        ours = upsample_logits(logits[0].numpy(), 256, "longest", input_size, original)
         assert ours.shape == ref.shape
         assert np.abs(ours - ref).max() < 1e-4
 
@@ -211,3 +210,20 @@ def test_float16_embeddings_keep_the_masks(onnx_engine, onnx_cache, real_slices)
         assert e16.nbytes() * 2 == e32.nbytes()
         box = Prompt(box_xy=box_from_mask(ref))
         assert dice(half.decode(e16, box).best, onnx_engine.decode(e32, box).best) > 0.995, name
+
+
+def test_int8_engine_is_opt_in_and_cached(onnx_engine, onnx_cache, real_slices):
+    pytest.importorskip("onnx")
+    from samed.engines.selection import create_engine
+
+    int8 = create_engine("litemedsam", None, "cpu", "onnx-int8", cache_dir=str(onnx_cache))
+    assert int8.precision == "int8" and onnx_engine.precision == "fp32"
+    path = Path(int8.artifacts.encoder.parent) / int8.artifacts.encoder.name.replace(".encoder.", ".encoder-int8.")
+    mtime = path.stat().st_mtime_ns
+    assert create_engine("litemedsam", None, "cpu", "onnx-int8", cache_dir=str(onnx_cache))
+    assert path.stat().st_mtime_ns == mtime  # made once, then reused
+    name, picture, ref = real_slices[1]
+    box = Prompt(box_xy=box_from_mask(ref))
+    m8 = int8.decode(int8.encode(picture), box).best
+    m32 = onnx_engine.decode(onnx_engine.encode(picture), box).best
+    assert dice(m8, m32) > 0.9  # close, not equal: that is why "auto" never picks it

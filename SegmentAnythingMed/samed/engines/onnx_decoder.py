@@ -39,9 +39,11 @@ class _Common(torch.nn.Module):
             self.register_buffer("not_a_point", pe.not_a_point_embed.weight.detach().clone())
             self.register_buffer("point_weights", torch.cat([e.weight for e in pe.point_embeddings]).detach().clone())
             md = self.mask_decoder
-            self.register_buffer("output_tokens", torch.cat([md.iou_token.weight, md.mask_tokens.weight]).detach().clone())
+            tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight])
+            self.register_buffer("output_tokens", tokens.detach().clone())
             head_of = torch.arange(attn.internal_dim) // (attn.internal_dim // self.heads)
-            self.register_buffer("head_mask", (head_of[None, :] == torch.arange(self.heads)[:, None]).float()[:, None, :])
+            head_mask = (head_of[None, :] == torch.arange(self.heads)[:, None]).float()  # (heads, C')
+            self.register_buffer("head_mask", head_mask[:, None, :])
 
 
 class PrepareGraph(_Common):

@@ -13,8 +13,8 @@ What differs from :class:`samed.engines.sam_engine.SamEngine`:
 - the decoder is segment-anything's, rewritten so that ONNX Runtime spends its time in matrix products (see
   :mod:`samed.engines.onnx_decoder`); what depends only on the slice is computed at its first prompt and kept
   for the next prompts on the last ``PREPARED_SLICES`` slices;
-- the decoder's two bilinear resizes (64 px logits -> padded model input -> crop -> slice size) are one linear map,
-  applied as two small matrix products precomputed per slice size, only to the masks that are returned;
+- the decoder's two bilinear resizes (256 px logits -> padded model input -> crop -> slice size) are done in numpy
+  with precomputed taps, only on the masks that are returned, and skipped where they are the identity;
 - embeddings are numpy arrays, optionally kept in float16 (half the cache memory; converted back per decode).
 """
 from __future__ import annotations
@@ -35,16 +35,17 @@ from ..core.backend import check_image, check_prompt_kinds
 from ..core.prompts import Prediction, Prompt
 from .models import ModelSpec, get_spec
 from .onnx_export import (ONNX_MODELS, OnnxArtifacts, OnnxExportError, default_checkpoint_path, export,
-                          read_manifest)
+                          int8_encoder, read_manifest)
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_DTYPES = ("float32", "float16")
+PRECISIONS = ("fp32", "int8")
 PREPARED_NAMES = ("keys0", "k0_t2i", "v0_t2i", "q0_i2t")  # onnx_decoder.PREPARED (not imported: it needs torch)
 
 
 class OnnxUnavailable(RuntimeError):
-    """The ONNX engine cannot run here (onnxruntime missing, model not exportable, export check failed...)."""
+    """The ONNX engine cannot run here (onnxruntime missing, a model it does not run, no CUDA provider...)."""
 
 
 @dataclass
@@ -79,6 +80,7 @@ def session_options(threads: Optional[int] = None, spinning: Optional[bool] = No
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_mem_pattern = False  # the encoder's planned buffers cost ~280 MB more peak memory, for no speed here
     so.intra_op_num_threads = int(threads or os.environ.get("SAMED_ORT_THREADS") or available_cores())
     so.inter_op_num_threads = 1
     spin = _env_flag("SAMED_ORT_SPINNING", False) if spinning is None else bool(spinning)
@@ -115,35 +117,46 @@ def _providers(device: str):
     return ["CPUExecutionProvider"]
 
 
-# ---- mask upsampling as matrices -------------------------------------------------------------------------------
-def _bilinear_matrix(out_n: int, in_n: int) -> np.ndarray:
-    """(out_n, in_n) matrix of torch's ``F.interpolate(mode="bilinear", align_corners=False)`` along one axis."""
-    src = (np.arange(out_n, dtype=np.float64) + 0.5) * (in_n / out_n) - 0.5
-    src = np.maximum(src, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), in_n - 1)
+# ---- mask upsampling --------------------------------------------------------------------------------------------
+@lru_cache(maxsize=128)
+def _bilinear_taps(out_n: int, in_n: int):
+    """Source indices and weights of torch's ``F.interpolate(mode="bilinear", align_corners=False)`` on one axis:
+    output i = w0[i] * input[i0[i]] + w1[i] * input[i1[i]]."""
+    scale = np.float32(in_n) / np.float32(out_n)  # in float32, as torch computes it for float tensors
+    src = scale * (np.arange(out_n, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = np.minimum(src.astype(np.intp), in_n - 1)
     i1 = np.minimum(i0 + 1, in_n - 1)
-    frac = src - i0
-    m = np.zeros((out_n, in_n), dtype=np.float64)
-    rows = np.arange(out_n)
-    np.add.at(m, (rows, i0), 1.0 - frac)
-    np.add.at(m, (rows, i1), frac)
-    return m
+    frac = (src - i0.astype(np.float32)).astype(np.float32)
+    return i0, i1, (np.float32(1.0) - frac).astype(np.float32), frac
 
 
-@lru_cache(maxsize=64)
-def upsample_matrices(low_res: int, image_size: int, resize: str, input_size: Tuple[int, int],
-                      original_size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
-    """(rows (H, low_res), cols (low_res, W)) float32: mask = rows @ logits @ cols equals segment-anything's
-    ``postprocess_masks`` (upsample to the padded input, crop the padding, resize to the slice)."""
-    matrices = []
-    for axis in (0, 1):
-        if resize == "longest":
-            to_input = _bilinear_matrix(image_size, low_res)[: input_size[axis]]
-            m = _bilinear_matrix(original_size[axis], input_size[axis]) @ to_input
-        else:
-            m = _bilinear_matrix(original_size[axis], low_res)
-        matrices.append(m.astype(np.float32))
-    return matrices[0], np.ascontiguousarray(matrices[1].T)
+def _resize_axis(x: np.ndarray, out_n: int, axis: int, stop: Optional[int] = None) -> np.ndarray:
+    """Bilinear resize of ``x`` along ``axis`` (-2 rows, -1 columns) to ``out_n``; keep the first ``stop`` outputs."""
+    in_n = x.shape[axis]
+    stop = out_n if stop is None else stop
+    if in_n == out_n:  # torch's map is the identity then
+        return x if stop == out_n else (x[..., :stop, :] if axis == -2 else x[..., :stop])
+    i0, i1, w0, w1 = (t[:stop] for t in _bilinear_taps(out_n, in_n))
+    if axis == -2:
+        return x[..., i0, :] * w0[:, None] + x[..., i1, :] * w1[:, None]
+    return x[..., i0] * w0 + x[..., i1] * w1
+
+
+def upsample_logits(logits: np.ndarray, image_size: int, resize: str, input_size: Tuple[int, int],
+                    original_size: Tuple[int, int]) -> np.ndarray:
+    """(K, h, w) low-res logits -> (K, H, W) on the slice, as segment-anything's ``postprocess_masks`` (upsample to
+    the padded model input, crop the padding, resize to the slice) or, for squashed inputs, one resize.
+
+    Elementwise numpy (two taps per output pixel and axis), not matrix products: numpy's BLAS threads, spinning
+    against the other programs on a small CPU, made a 1 ms product take 30-60 ms."""
+    x = logits
+    if resize == "longest":
+        x = _resize_axis(x, image_size, -2, stop=input_size[0])
+        x = _resize_axis(x, image_size, -1, stop=input_size[1])
+    if original_size[0] >= x.shape[-2]:  # growing: columns first, on the fewer rows (last-axis gathers are slow)
+        return _resize_axis(_resize_axis(x, original_size[1], -1), original_size[0], -2)
+    return _resize_axis(_resize_axis(x, original_size[0], -2), original_size[1], -1)
 
 
 class OnnxEngine:
@@ -154,11 +167,14 @@ class OnnxEngine:
 
     def __init__(self, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
                  cache_dir: Optional[str] = None, threads: Optional[int] = None,
-                 embedding_dtype: str = "float32", spinning: Optional[bool] = None):
+                 embedding_dtype: str = "float32", spinning: Optional[bool] = None, precision: str = "fp32"):
         self.spec: ModelSpec = get_spec(model)
         self.name = self.spec.name
         if self.name not in ONNX_MODELS:
             raise OnnxUnavailable(f"the ONNX engine runs {', '.join(ONNX_MODELS)}; {self.name} runs on torch")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         if embedding_dtype not in EMBEDDING_DTYPES:
             raise ValueError(f"embedding_dtype must be one of {EMBEDDING_DTYPES}, got {embedding_dtype!r}")
         try:
@@ -205,18 +221,21 @@ class OnnxEngine:
         manifest, why = read_manifest(art)
         if manifest is not None:
             try:
-                self._open_sessions()
+                self._open_sessions(manifest)
                 return manifest
+            except OnnxExportError:
+                raise
             except (RuntimeError, OSError, ValueError) as exc:  # onnxruntime's load errors are RuntimeErrors
                 why = f"the cached graphs do not load ({type(exc).__name__}: {str(exc)[:200]})"
         log.info("exporting %s to ONNX (%s): %s", self.name, why, art.encoder.parent)
         manifest = export(self.sam, self.spec, art, self.checkpoint, lambda p: self._session(p, "cpu"))
         self.exported = True
-        self._open_sessions()
+        self._open_sessions(manifest)
         return manifest
 
-    def _open_sessions(self) -> None:
-        self._encoder = self._session(str(self.artifacts.encoder))
+    def _open_sessions(self, manifest: dict) -> None:
+        encoder = self.artifacts.encoder if self.precision == "fp32" else int8_encoder(self.artifacts, manifest)
+        self._encoder = self._session(str(encoder))
         self._prepare = self._session(str(self.artifacts.prepare))
         self._decoder = self._session(str(self.artifacts.decoder))
         if self.device.startswith("cuda") and "CUDAExecutionProvider" not in self._encoder.get_providers():
@@ -310,9 +329,9 @@ class OnnxEngine:
         chosen = slice(1, None) if multimask else slice(0, 1)
         logits = low_res[0, chosen]
         scores = iou[0, chosen]
-        rows, cols = upsample_matrices(int(logits.shape[-1]), self.spec.image_size, self.spec.resize,
-                                       tuple(emb.input_size), tuple(emb.original_size))
-        masks = np.matmul(np.matmul(rows, logits), cols) > 0.0  # Sam.mask_threshold
+        up = upsample_logits(logits, self.spec.image_size, self.spec.resize, tuple(emb.input_size),
+                             tuple(emb.original_size))
+        masks = up > 0.0  # Sam.mask_threshold
         return Prediction(masks, scores, logits).sorted()
 
     def _prepared_for(self, emb: ArrayEmbedding) -> dict:
@@ -339,5 +358,6 @@ class OnnxEngine:
                 "checkpoint": self.checkpoint, "engine": "onnxruntime",
                 "onnxruntime": self._ort.__version__, "providers": self._encoder.get_providers(),
                 "threads": int(self._threads or os.environ.get("SAMED_ORT_THREADS") or available_cores()),
-                "embedding_dtype": str(self.embedding_dtype), "encoder_onnx": str(self.artifacts.encoder),
+                "embedding_dtype": str(self.embedding_dtype), "precision": self.precision,
+                "encoder_onnx": str(self.artifacts.encoder),
                 "export_check": self.manifest.get("check", {})}

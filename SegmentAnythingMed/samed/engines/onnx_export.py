@@ -52,6 +52,8 @@ FEATURE_TOLERANCE = 1e-3  # max abs difference of encoder features (their magnit
 LOGIT_TOLERANCE = 2e-2  # max abs difference of decoder mask logits (magnitude ~10-30)
 SCORE_TOLERANCE = 2e-3  # max abs difference of predicted IoU scores
 MASK_AGREEMENT = 0.999  # fraction of low-res mask pixels (logit > 0) that must agree
+# the opt-in int8 encoder (engine "onnx-int8"): faster, but its masks leave the accuracy bound (docs/speed.md)
+INT8_OPTIONS = {"ops": ["MatMul", "Gemm"], "per_channel": True}
 
 
 class OnnxExportError(RuntimeError):
@@ -241,6 +243,39 @@ def prune_stale(art: OnnxArtifacts) -> None:
                 path.unlink()
             except OSError as exc:
                 log.debug("could not remove the stale export %s: %s", path, exc)
+
+
+def int8_encoder(art: OnnxArtifacts, manifest: dict) -> Path:
+    """The encoder with its matrix products dynamically quantized to int8 (opt-in: ``engine="onnx-int8"``),
+    made from the checked float32 encoder on first use and cached beside it."""
+    path = art.encoder.with_name(art.encoder.name.replace(".encoder.onnx", ".encoder-int8.onnx"))
+    sidecar = path.with_suffix(".json")
+    source_sha = manifest["files"]["encoder"]["sha256"]
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        if (meta.get("source_sha256") == source_sha and meta.get("options") == INT8_OPTIONS and path.is_file()
+                and path.stat().st_size == meta.get("bytes") and _sha256(path) == meta.get("sha256")):
+            return path
+    except (OSError, ValueError):
+        pass
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise OnnxExportError(f"int8 quantization needs the 'onnx' package ({exc}): pip install onnx") from exc
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    t0 = time.perf_counter()
+    try:
+        quantize_dynamic(str(art.encoder), str(tmp), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(INT8_OPTIONS["ops"]),
+                         per_channel=bool(INT8_OPTIONS["per_channel"]))
+    except (RuntimeError, ValueError, OSError, ImportError) as exc:
+        _remove(tmp)
+        raise OnnxExportError(f"int8 quantization of {art.encoder} failed: {type(exc).__name__}: {exc}") from exc
+    os.replace(tmp, path)
+    meta = {"source_sha256": source_sha, "options": INT8_OPTIONS, "sha256": _sha256(path),
+            "bytes": path.stat().st_size, "seconds": round(time.perf_counter() - t0, 1)}
+    sidecar.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return path
 
 
 def normalized_check_input(spec) -> np.ndarray:
