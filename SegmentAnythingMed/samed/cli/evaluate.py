@@ -71,8 +71,8 @@ def backend_source(args) -> BackendSource:
 
     token = read_token(args)
     wheres = args.backend or ["local"]
-    factories = [functools.partial(create_backend, w, args.model, args.checkpoint, args.device, token)
-                 for w in wheres]
+    factories = [functools.partial(create_backend, w, args.model, args.checkpoint, args.device, token,
+                                   engine=args.engine) for w in wheres]
     return BackendSource(args.model, factories, args.workers if args.workers is not None else len(wheres))
 
 

@@ -35,6 +35,26 @@ class ModelSpec:
     # a key and its shape that identify the architecture in a state dict
     signature: Tuple[str, Tuple[int, ...]] = ("", ())
 
+    def input_size_for(self, shape_hw) -> Tuple[int, int]:
+        """(rows, cols) of a slice of ``shape_hw`` after resizing for the encoder, before padding
+        (segment-anything's ``ResizeLongestSide.get_preprocess_shape`` for "longest")."""
+        h, w = int(shape_hw[0]), int(shape_hw[1])
+        s = self.image_size
+        if self.resize == "square":
+            return s, s
+        scale = s / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    @staticmethod
+    def to_input_xy(xy, original_size, input_size):
+        """Slice pixel coordinates (..., 2) -> coordinates in the resized encoder input."""
+        import numpy as np
+
+        out = np.array(xy, dtype=np.float64, copy=True)
+        out[..., 0] *= input_size[1] / original_size[1]
+        out[..., 1] *= input_size[0] / original_size[0]
+        return out
+
 
 def _build_vit(embed_dim: int, depth: int, heads: int, global_attn: Tuple[int, ...], mean, std):
     import torch

@@ -258,20 +258,8 @@ class OnnxEngine:
     def prompt_kinds(self) -> FrozenSet[str]:
         return self.spec.prompt_kinds
 
-    # ---- geometry of the model input -------------------------------------------------------------------------
     def input_size_for(self, shape_hw) -> Tuple[int, int]:
-        h, w = int(shape_hw[0]), int(shape_hw[1])
-        s = self.spec.image_size
-        if self.spec.resize == "square":
-            return s, s
-        scale = s / max(h, w)
-        return int(h * scale + 0.5), int(w * scale + 0.5)
-
-    def _to_input_xy(self, xy: np.ndarray, original_size, input_size) -> np.ndarray:
-        out = np.array(xy, dtype=np.float64, copy=True)
-        out[..., 0] *= input_size[1] / original_size[1]
-        out[..., 1] *= input_size[0] / original_size[0]
-        return out
+        return self.spec.input_size_for(shape_hw)
 
     # ---- encode ----------------------------------------------------------------------------------------------
     def preprocess(self, image_rgb: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
@@ -314,10 +302,10 @@ class OnnxEngine:
             multimask = prompt.box_xy is None and coords is not None and len(coords) == 1
         pts, lab = [], []
         if coords is not None:
-            pts.append(self._to_input_xy(coords, emb.original_size, emb.input_size))
+            pts.append(self.spec.to_input_xy(coords, emb.original_size, emb.input_size))
             lab.append(labels)
         if prompt.box_xy is not None:
-            pts.append(self._to_input_xy(prompt.box_xy.reshape(2, 2), emb.original_size, emb.input_size))
+            pts.append(self.spec.to_input_xy(prompt.box_xy.reshape(2, 2), emb.original_size, emb.input_size))
             lab.append(np.array([2.0, 3.0]))
         else:  # as PromptEncoder: points without a box get a padding point
             pts.append(np.zeros((1, 2)))

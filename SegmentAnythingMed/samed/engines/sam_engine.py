@@ -57,20 +57,8 @@ class SamEngine:
     def prompt_kinds(self) -> FrozenSet[str]:
         return self.spec.prompt_kinds
 
-    # ---- geometry of the model input -------------------------------------------------------------------------
     def input_size_for(self, shape_hw) -> Tuple[int, int]:
-        h, w = int(shape_hw[0]), int(shape_hw[1])
-        s = self.spec.image_size
-        if self.spec.resize == "square":
-            return s, s
-        scale = s / max(h, w)
-        return int(h * scale + 0.5), int(w * scale + 0.5)
-
-    def _to_input_xy(self, xy: np.ndarray, original_size, input_size) -> np.ndarray:
-        out = np.array(xy, dtype=np.float64, copy=True)
-        out[..., 0] *= input_size[1] / original_size[1]
-        out[..., 1] *= input_size[0] / original_size[0]
-        return out
+        return self.spec.input_size_for(shape_hw)
 
     # ---- encode ----------------------------------------------------------------------------------------------
     def preprocess(self, image_rgb: np.ndarray):
@@ -134,11 +122,11 @@ class SamEngine:
         with torch.inference_mode():
             points = boxes = masks_in = None
             if coords is not None:
-                c = self._to_input_xy(coords, emb.original_size, emb.input_size)
+                c = self.spec.to_input_xy(coords, emb.original_size, emb.input_size)
                 points = (torch.as_tensor(c, dtype=torch.float32, device=self.device)[None],
                           torch.as_tensor(labels, dtype=torch.int64, device=self.device)[None])
             if prompt.box_xy is not None:
-                b = self._to_input_xy(prompt.box_xy.reshape(2, 2), emb.original_size, emb.input_size).reshape(1, 4)
+                b = self.spec.to_input_xy(prompt.box_xy.reshape(2, 2), emb.original_size, emb.input_size).reshape(1, 4)
                 boxes = torch.as_tensor(b, dtype=torch.float32, device=self.device)
             if prompt.mask is not None:
                 masks_in = self._mask_input(prompt.mask, emb)
