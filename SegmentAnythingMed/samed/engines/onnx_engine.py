@@ -31,8 +31,9 @@ from typing import FrozenSet, Optional, Tuple
 
 import numpy as np
 
-from ..core.backend import check_image, check_prompt_kinds
+from ..core.backend import check_image
 from ..core.prompts import Prediction, Prompt
+from .prompt_prep import prepare_prompt
 from .models import ModelSpec, get_spec
 from .onnx_export import (ONNX_MODELS, OnnxArtifacts, OnnxExportError, default_checkpoint_path, export,
                           int8_encoder, read_manifest)
@@ -294,12 +295,8 @@ class OnnxEngine:
 
     # ---- decode ----------------------------------------------------------------------------------------------
     def decode(self, emb: ArrayEmbedding, prompt: Prompt, multimask: Optional[bool] = None) -> Prediction:
-        prompt.validate(emb.original_size)
-        check_prompt_kinds(self.name, self.prompt_kinds, prompt)
-        prompt = prompt.clipped(emb.original_size)
-        coords, labels = prompt.sam_points()
-        if multimask is None:  # SAM's advice: several candidates for one ambiguous point, else one mask
-            multimask = prompt.box_xy is None and coords is not None and len(coords) == 1
+        prompt, coords, labels, multimask = prepare_prompt(self.name, self.prompt_kinds, prompt, emb.original_size,
+                                                           multimask)
         pts, lab = [], []
         if coords is not None:
             pts.append(self.spec.to_input_xy(coords, emb.original_size, emb.input_size))

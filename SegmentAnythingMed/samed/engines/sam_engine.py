@@ -11,9 +11,10 @@ from typing import FrozenSet, Optional, Tuple
 
 import numpy as np
 
-from ..core.backend import check_image, check_prompt_kinds
+from ..core.backend import check_image
 from ..core.prompts import Prediction, Prompt
 from .checkpoints import load_weights
+from .prompt_prep import prepare_prompt
 from .models import ModelSpec, get_spec
 
 
@@ -113,12 +114,8 @@ class SamEngine:
         torch = self._torch
         import torch.nn.functional as F
 
-        prompt.validate(emb.original_size)
-        check_prompt_kinds(self.name, self.prompt_kinds, prompt)
-        prompt = prompt.clipped(emb.original_size)
-        coords, labels = prompt.sam_points()
-        if multimask is None:  # SAM's advice: several candidates for one ambiguous point, else one mask
-            multimask = prompt.box_xy is None and coords is not None and len(coords) == 1
+        prompt, coords, labels, multimask = prepare_prompt(self.name, self.prompt_kinds, prompt, emb.original_size,
+                                                           multimask)
         with torch.inference_mode():
             points = boxes = masks_in = None
             if coords is not None:
