@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,3 +114,40 @@ def samed_service():
                              env=env)
     yield service
     service.stop()
+
+
+# ---- the ONNX engine: exported once per test session into a temporary cache (about 30-60 s) ----------------
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("samed-onnx-cache")
+
+
+@pytest.fixture(scope="session")
+def onnx_engine(onnx_cache):
+    pytest.importorskip("onnxruntime")
+    from samed.engines.onnx_engine import OnnxEngine
+
+    engine = OnnxEngine("litemedsam", device="cpu", cache_dir=str(onnx_cache))
+    assert engine.exported, "a fresh cache directory must trigger an export"
+    return engine
+
+
+@pytest.fixture(scope="session")
+def real_slices(shared_data):
+    """Two real slices with a reference mask: a 256 x 256 MR (tumour) and a non-square CT (liver)."""
+    from samed.core import io
+    from samed.core.volume_session import VolumeSession
+
+    out = []
+    for name, label in (("mr-brain-tumor", "tumor"), ("ct-abdomen", "liver")):
+        folder = shared_data / "volumes" / name
+        image = next(p for p in sorted(folder.iterdir()) if p.name.startswith("image."))
+        labelf = next(p for p in sorted(folder.iterdir()) if p.name.startswith("label."))
+        volume = io.read_volume(image)
+        ref, _, _ = io.reference_mask(labelf, label)
+        session = VolumeSession(volume, backend=None)
+        moved = np.moveaxis(ref, session.np_axis, 0)
+        idx = np.flatnonzero(moved.reshape(moved.shape[0], -1).any(axis=1))
+        k = int(idx[len(idx) // 2])
+        out.append((f"{name}/{label}", session.picture(k), moved[k]))
+    return out

@@ -19,41 +19,6 @@ from samed.core.metrics import dice  # noqa: E402
 from samed.core.prompts import Prompt, PromptError, box_from_mask  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("samed-onnx-cache")
-
-
-@pytest.fixture(scope="session")
-def onnx_engine(onnx_cache):
-    from samed.engines.onnx_engine import OnnxEngine
-
-    engine = OnnxEngine("litemedsam", device="cpu", cache_dir=str(onnx_cache))
-    assert engine.exported, "a fresh cache directory must trigger an export"
-    return engine
-
-
-@pytest.fixture(scope="session")
-def real_slices(shared_data):
-    """Two real slices with a reference mask: a 256 x 256 MR (tumour) and a non-square CT (liver)."""
-    from samed.core import io
-    from samed.core.volume_session import VolumeSession
-
-    out = []
-    for name, label in (("mr-brain-tumor", "tumor"), ("ct-abdomen", "liver")):
-        folder = shared_data / "volumes" / name
-        image = next(p for p in sorted(folder.iterdir()) if p.name.startswith("image."))
-        labelf = next(p for p in sorted(folder.iterdir()) if p.name.startswith("label."))
-        volume = io.read_volume(image)
-        ref, _, _ = io.reference_mask(labelf, label)
-        session = VolumeSession(volume, backend=None)
-        moved = np.moveaxis(ref, session.np_axis, 0)
-        idx = np.flatnonzero(moved.reshape(moved.shape[0], -1).any(axis=1))
-        k = int(idx[len(idx) // 2])
-        out.append((f"{name}/{label}", session.picture(k), moved[k]))
-    return out
-
-
 def test_masks_match_torch_on_real_slices(onnx_engine, lite_backend, real_slices):
     torch_engine = lite_backend.engine
     for name, picture, ref in real_slices:
@@ -148,8 +113,12 @@ def test_selection_auto_prefers_onnx_and_falls_back_to_torch(onnx_cache, monkeyp
     from samed.engines import onnx_engine as mod
     from samed.engines.selection import create_engine
 
+    from samed.engines.openvino_encoder import bf16_capable
+
     engine = create_engine("litemedsam", None, "cpu", "auto", cache_dir=str(onnx_cache))
     assert engine.engine == "onnx" and not engine.exported
+    # auto: the OpenVINO bfloat16 encoder where it can run (test_openvino_engine.py), else ONNX Runtime float32
+    assert engine.precision == ("bf16" if bf16_capable() else "fp32")
 
     def broken(self, *args, **kwargs):
         raise mod.OnnxUnavailable("onnxruntime is not installed (simulated)")

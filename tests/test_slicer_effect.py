@@ -237,3 +237,18 @@ def test_module_panel_settings_connection_install_and_evaluation(slicer_env, pro
     assert widget.logic.summaryTableNode.GetNumberOfRows() == 1 and widget.logic.chartNode is not None
     qt.QFileDialog.next_path = str(tmp_path / "out.csv")
     assert widget.onExport() == tmp_path / "out.csv" and (tmp_path / "out.csv").read_text().startswith("Segment,")
+
+
+def test_install_plan_adds_the_cpu_speed_engines_only_when_installing_anyway(monkeypatch):
+    import importlib.util
+
+    from SegmentAnythingMedLib import backend_settings as bs
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in bs.SPEED_PACKAGES
+                        else real(name, *a))
+    plan = bs.install_plan(["torch", "segment_anything"])
+    assert plan["torch"] and plan["pip"][0].startswith("segment-anything")
+    assert {p.split(">")[0] for p in plan["pip"][1:]} == {"onnxruntime", "onnx", "openvino"}
+    assert "openvino" in bs.describe_plan(plan)
+    assert bs.install_plan([]) == {"torch": False, "pip": []}  # nothing missing: nothing is pushed on the user

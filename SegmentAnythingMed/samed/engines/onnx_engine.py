@@ -240,24 +240,28 @@ class OnnxEngine:
         return manifest
 
     def _open_sessions(self, manifest: dict) -> None:
-        encoder = self.artifacts.encoder if self.precision != "int8" else int8_encoder(self.artifacts, manifest)
-        self._encoder = self._session(str(encoder))
+        if self.precision == "bf16":
+            self._encoder = None  # OpenVINO's, opened after this (_open_bf16_encoder)
+        else:
+            encoder = self.artifacts.encoder if self.precision == "fp32" else int8_encoder(self.artifacts, manifest)
+            self._encoder = self._session(str(encoder))
         self._prepare = self._session(str(self.artifacts.prepare))
         self._decoder = self._session(str(self.artifacts.decoder))
-        if self.device.startswith("cuda") and "CUDAExecutionProvider" not in self._encoder.get_providers():
-            log.warning("onnxruntime could not use CUDA (%s): running on the CPU", self._encoder.get_providers())
+        if self.device.startswith("cuda") and "CUDAExecutionProvider" not in self._decoder.get_providers():
+            log.warning("onnxruntime could not use CUDA (%s): running on the CPU", self._decoder.get_providers())
             self.device = "cpu"
 
     def _open_bf16_encoder(self) -> None:
-        """Replace the float32 encoder session by OpenVINO's bfloat16 compilation of the same graph, after
-        checking it against the float32 session (cached per graph and OpenVINO version)."""
+        """Open OpenVINO's bfloat16 compilation of the exported encoder, checked against the float32 graph in ONNX
+        Runtime (the result is cached per graph and OpenVINO version: later starts open no float32 encoder)."""
         from .openvino_encoder import OpenVinoEncoder, check_bf16
 
         threads = int(self._threads or os.environ.get("SAMED_ORT_THREADS") or available_cores())
         encoder = OpenVinoEncoder(str(self.artifacts.encoder), "bf16", threads)
         sidecar = self.artifacts.encoder.with_name(self.artifacts.encoder.name.replace(".encoder.onnx",
                                                                                          ".encoder-bf16-check.json"))
-        self.bf16_check = check_bf16(encoder, self._encoder, self._prepare, self._decoder, self.spec, sidecar,
+        float32 = lambda: self._session(str(self.artifacts.encoder), "cpu")  # noqa: E731 (only if not cached)
+        self.bf16_check = check_bf16(encoder, float32, self._prepare, self._decoder, self.spec, sidecar,
                                      self.manifest["files"]["encoder"]["sha256"])
         self._encoder = encoder
 

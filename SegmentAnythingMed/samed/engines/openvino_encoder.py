@@ -177,9 +177,10 @@ class OpenVinoEncoder:
         return [f"OpenVINO {self.version} CPU, {what}"]
 
 
-def check_bf16(encoder: "OpenVinoEncoder", reference, prepare, decoder, spec, sidecar: Path,
+def check_bf16(encoder: "OpenVinoEncoder", reference_factory, prepare, decoder, spec, sidecar: Path,
                source_sha256: str) -> dict:
-    """Compare the bfloat16 encoder with the float32 graph (``reference``, an ONNX Runtime session) on the
+    """Compare the bfloat16 encoder with the float32 graph (``reference_factory()``: an ONNX Runtime session,
+    opened only when the check is not cached) on the
     export's check picture and boxes, through the same decoder. Cached in ``sidecar`` (per graph, OpenVINO
     version); raises :class:`OpenVinoUnavailable` if the masks disagree beyond the bounds above."""
     key = {"source_sha256": source_sha256, "openvino": encoder.version, "version": BF16_CHECK_VERSION,
@@ -197,7 +198,7 @@ def check_bf16(encoder: "OpenVinoEncoder", reference, prepare, decoder, spec, si
 
     t0 = time.perf_counter()
     x = normalized_check_input(spec)
-    feats_ref = reference.run(None, {"image": x})[0]
+    feats_ref = reference_factory().run(None, {"image": x})[0]
     feats = encoder.run(None, {"image": x})[0]
     agreement, score_diff = 1.0, 0.0
     prep_ref = prepare.run(None, {"image_embeddings": feats_ref})

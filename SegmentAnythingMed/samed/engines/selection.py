@@ -1,10 +1,16 @@
-"""Choose the engine that runs a model: ``torch`` (the reference), ``onnx`` (ONNX Runtime) or ``auto``;
-``onnx-int8`` (the encoder's matrix products in int8: faster, masks slightly different) only when asked for.
+"""Choose the engine that runs a model: ``torch`` (the reference), ``onnx`` (ONNX Runtime, float32), ``openvino``
+(LiteMedSAM's encoder in OpenVINO with bfloat16 products, on CPUs with AMX or AVX512-BF16) or ``auto``;
+``onnx-int8`` (the encoder's matrix products in int8: faster, masks leave the accuracy bound) only when asked for.
 
-``auto`` = the ONNX Runtime engine when the model has one (LiteMedSAM), onnxruntime is importable and the graphs
-exported and passed their check against torch; otherwise torch, with the reason logged. When CUDA is present but
-onnxruntime has no CUDA provider, ``auto`` keeps torch on the GPU (ONNX on the CPU would be slower).
-The environment variable ``SAMED_ENGINE`` sets the default where no engine is given.
+``auto`` for a model with an ONNX export (LiteMedSAM), fastest first:
+
+1. ``openvino`` on the CPU when no GPU is in use, openvino is importable, the CPU has bfloat16 units and the
+   bfloat16 encoder passed its check against the float32 graph;
+2. ``onnx`` when onnxruntime is importable and the graphs exported and passed their check against torch (on a GPU
+   only with onnxruntime's CUDA provider; otherwise torch keeps the GPU);
+3. ``torch``.
+
+Each step down is logged with its reason. ``SAMED_ENGINE`` sets the default where no engine is given.
 """
 from __future__ import annotations
 
@@ -60,8 +66,13 @@ def create_engine(model: str = "litemedsam", checkpoint: Optional[str] = None, d
         if not cuda_provider_available():
             reason = "a GPU is present but onnxruntime has no CUDA provider (pip install onnxruntime-gpu)"
     if reason is None:
+        on_cpu = device == "cpu" or (not device and not _gpu_present())
         try:
-            return OnnxEngine(model, checkpoint, device, **onnx_options)
+            if on_cpu and "precision" not in onnx_options:
+                bf16 = _openvino_engine(model, checkpoint, onnx_options)
+                if bf16 is not None:
+                    return bf16
+            return OnnxEngine(model, checkpoint, "cpu" if on_cpu else device, **onnx_options)
         except (OnnxUnavailable, OnnxExportError, ImportError, OSError, RuntimeError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("ONNX Runtime engine unavailable for %s (%s); using the torch engine", model, reason)
@@ -72,6 +83,27 @@ def create_engine(model: str = "litemedsam", checkpoint: Optional[str] = None, d
     eng = SamEngine(model, checkpoint, device)
     eng.fallback_reason = reason
     return eng
+
+
+def _openvino_engine(model, checkpoint, onnx_options):
+    """The OpenVINO bfloat16 engine if it can run here and passes its check, else None (reason logged)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        log.info("engine auto: openvino is not installed (pip install openvino); trying ONNX Runtime")
+        return None
+    from .onnx_engine import OnnxEngine, OnnxUnavailable
+    from .onnx_export import OnnxExportError
+    from .openvino_encoder import OpenVinoUnavailable
+
+    try:
+        return OnnxEngine(model, checkpoint, "cpu", precision="bf16", **onnx_options)
+    except OnnxExportError:
+        raise  # the float32 export failed: ONNX Runtime would fail the same way; the caller falls back to torch
+    except (OpenVinoUnavailable, OnnxUnavailable, ImportError, OSError, RuntimeError) as exc:
+        log.info("engine auto: OpenVINO bfloat16 encoder not used (%s: %s); trying ONNX Runtime",
+                 type(exc).__name__, exc)
+        return None
 
 
 def engine_kind(engine) -> str:

@@ -31,8 +31,8 @@ class ModelRegistry:
     @classmethod
     def load(cls, models: Sequence[Tuple[str, Optional[str]]], device: Optional[str] = None,
              cache_bytes: int = 1 << 30, engine: Optional[str] = None) -> "ModelRegistry":
-        """Load each (model, checkpoint) once; all share one cache of ``cache_bytes``. ``engine``: "torch",
-        "onnx" or "auto" (default: $SAMED_ENGINE, else auto; see ``engines.selection``)."""
+        """Load each (model, checkpoint) once; all share one cache of ``cache_bytes``. ``engine``: one of
+        ``engines.selection.ENGINES`` (default: $SAMED_ENGINE, else auto: the fastest engine that can run here)."""
         from ..engines.local import EmbeddingCache, LocalBackend
         from ..engines.selection import create_engine, default_engine
 
