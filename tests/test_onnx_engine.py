@@ -116,9 +116,9 @@ def test_selection_auto_prefers_onnx_and_falls_back_to_torch(onnx_cache, monkeyp
     from samed.engines.openvino_encoder import bf16_capable
 
     engine = create_engine("litemedsam", None, "cpu", "auto", cache_dir=str(onnx_cache))
-    assert engine.engine == "onnx" and not engine.exported
+    assert not engine.exported
     # auto: the OpenVINO bfloat16 encoder where it can run (test_openvino_engine.py), else ONNX Runtime float32
-    assert engine.precision == ("bf16" if bf16_capable() else "fp32")
+    assert (engine.engine, engine.precision) == (("openvino", "bf16") if bf16_capable() else ("onnx", "fp32"))
 
     def broken(self, *args, **kwargs):
         raise mod.OnnxUnavailable("onnxruntime is not installed (simulated)")

@@ -62,6 +62,7 @@ def test_weight_products_are_the_only_rewritten_products(onnx_engine):
 def test_bf16_masks_stay_close_to_float32_on_real_slices(bf16_engine, onnx_engine, real_slices):
     info = bf16_engine.info()
     assert info["precision"] == "bf16" and info["engine"] == "openvino+onnxruntime"
+    assert bf16_engine.engine == "openvino"
     assert "OpenVINO" in info["providers"][0] and info["bf16_check"]["passed"]
     for name, picture, ref in real_slices:
         e16, e32 = bf16_engine.encode(picture), onnx_engine.encode(picture)

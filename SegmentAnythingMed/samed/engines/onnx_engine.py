@@ -178,6 +178,7 @@ class OnnxEngine:
         if precision == "bf16" and device and device != "cpu":
             raise OnnxUnavailable(f"the bfloat16 (OpenVINO) encoder runs on the CPU, not on {device}")
         self.precision = precision
+        self.engine = "openvino" if precision == "bf16" else "onnx"  # the engine's name, as selection.ENGINES
         if embedding_dtype not in EMBEDDING_DTYPES:
             raise ValueError(f"embedding_dtype must be one of {EMBEDDING_DTYPES}, got {embedding_dtype!r}")
         try:

@@ -1,16 +1,21 @@
-"""LiteMedSAM's exported encoder compiled by OpenVINO, its weight products in bfloat16 on CPUs with bfloat16 units.
+"""LiteMedSAM's exported encoder compiled by OpenVINO, partly in bfloat16, on CPUs with bfloat16 units.
 
-On x86 CPUs with AMX or AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and later) the matrix products
-by the encoder's weights (attention qkv and projection, the MLPs: 40 of its 60 products, most of its work) run in
-bfloat16 with float32 accumulation; everything else stays float32: convolutions, the attention products,
-normalization, GELU, the residual stream. About 2x faster than ONNX Runtime in float32 on this project's machines.
+On x86 CPUs with AMX or AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and later) bfloat16 products run
+several times faster than float32 ones. TinyViT's stages are not equally sensitive to bfloat16, so the graph is
+cut after stage 1 (:func:`split_model`):
 
-Why not OpenVINO's own bfloat16 mode (``INFERENCE_PRECISION_HINT=bf16``, 0.3 s instead of 0.45 s)? It also keeps
-activations and the residual stream in bfloat16 and runs the first stage's convolutions in it; on 34 real slices
-its masks agreed with float32's at mean Dice 0.9895 (min 0.947) and moved propagated 3D Dice by up to 0.034. With
-the weight products alone in bfloat16: mean Dice 0.9956, features within 0.03 (magnitude ~1). :func:`check_bf16`
-measures the agreement on the export's check picture before the engine is used; the speed benchmark
-(``bench/bench_speed.py``) measures the Dice change on real data (docs/speed.md).
+- head: patch embedding, stage 0 (convolutions on a 256x256 token grid) and stage 1 (128x128) in float32, except
+  the products by weight matrices (stage 1's attention qkv/projection and MLP) whose inputs are converted to
+  bfloat16 (float32 accumulation, result back to float32; :func:`bf16_weight_products`). Convolutions, attention
+  products, normalization, GELU and the residual stream stay float32: bfloat16 activations on the large grids
+  moved masks by up to 5 %.
+- tail: stages 2-3 and the neck (64x64 tokens) wholly in OpenVINO's bfloat16 mode.
+
+On 34 real slices its masks agreed with the float32 engine's at mean Dice 0.994 (OpenVINO's bfloat16 mode on the
+whole graph: 0.9895, min 0.947, and propagated 3D Dice moved by up to 0.034), at about 2x the speed of ONNX Runtime
+float32 (docs/speed.md has the table of what was tried). :func:`check_bf16` measures the agreement on the export's
+check picture before the engine is used; the speed benchmark (``bench/bench_speed.py``) measures the Dice change
+on real data against torch.
 
 Only the encoder runs here: the decoder stays in ONNX Runtime in float32 (it is fast and cheap already).
 Needs ``pip install openvino``; nothing else of this module imports it at import time.
@@ -130,10 +135,8 @@ def split_model(core, onnx_path: str, tail_stage: str = None):
 class OpenVinoEncoder:
     """``run(None, {"image": x}) -> [features]``, as an ONNX Runtime session, for the exported encoder graph.
 
-    ``precision="bf16"``: the graph is cut before TinyViT's last stage. The head (patch embedding, stages 0-2: the
-    large-resolution part, where bfloat16 activations cost accuracy) runs in float32 with its weight products in
-    bfloat16; the tail (stage 3 and the neck, 64x64 tokens) runs wholly in OpenVINO's bfloat16 mode, which there
-    costs no measurable accuracy (masks agreed with float32 at Dice 0.9985 on 34 slices) and saves ~10 %.
+    ``precision="bf16"``: head and tail as in the module's docstring (two compiled models run one after the
+    other; if the graph cannot be cut, the whole graph with its weight products in bfloat16).
     ``precision="fp32"``: the whole graph in float32.
     """
 

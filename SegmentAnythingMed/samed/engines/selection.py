@@ -107,5 +107,5 @@ def _openvino_engine(model, checkpoint, onnx_options):
 
 
 def engine_kind(engine) -> str:
-    """'onnx' or 'torch' for an engine object."""
+    """'torch', 'onnx' or 'openvino' for an engine object."""
     return getattr(engine, "engine", "torch")
