@@ -112,7 +112,7 @@ def _stage_boundary(model, stage: str, next_stage: str):
     return next(iter(found.values())) if len(found) == 1 else None
 
 
-def split_model(core, onnx_path: str, tail_stage: str = None):
+def split_model(core, onnx_path: str, tail_stage: Optional[str] = None):
     """(head, tail) models of the encoder cut before TinyViT stage ``tail_stage`` (default :data:`BF16_TAIL`;
     e.g. "layers.2"), or None if the cut is not found."""
     ops = _opset()
