@@ -149,6 +149,10 @@ class OpenVinoEncoder:
                                       "the encoder in float32, no faster than ONNX Runtime")
         self.precision = precision
         self.version = ov.__version__
+        try:
+            self.device_name = str(core.get_property("CPU", "FULL_DEVICE_NAME"))
+        except RuntimeError:
+            self.device_name = "CPU"
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -185,8 +189,9 @@ def check_bf16(encoder: "OpenVinoEncoder", reference_factory, prepare, decoder, 
     """Compare the bfloat16 encoder with the float32 graph (``reference_factory()``: an ONNX Runtime session,
     opened only when the check is not cached) on the
     export's check picture and boxes, through the same decoder. Cached in ``sidecar`` (per graph, OpenVINO
-    version); raises :class:`OpenVinoUnavailable` if the masks disagree beyond the bounds above."""
-    key = {"source_sha256": source_sha256, "openvino": encoder.version, "version": BF16_CHECK_VERSION,
+    version, CPU model and graph layout: a cache directory shared by several machines is checked on each); raises :class:`OpenVinoUnavailable` if the masks disagree beyond the bounds above."""
+    key = {"source_sha256": source_sha256, "openvino": encoder.version, "cpu": encoder.device_name,
+           "layout": encoder.layout, "version": BF16_CHECK_VERSION,
            "agreement_min": BF16_MASK_AGREEMENT, "score_tol": BF16_SCORE_TOLERANCE}
     try:
         cached = json.loads(sidecar.read_text(encoding="utf-8"))
