@@ -46,6 +46,19 @@ def test_segmentation_errors(tmp_path):
         io.read_segmentation(tmp_path / "bad.seg.nrrd")
 
 
+def slicer_read_segmentation(path):
+    """(scene, segmentation node) read from ``path`` by slicer-core's own storage node."""
+    import slicer
+    scene = slicer.vtkMRMLScene()
+    node = slicer.vtkMRMLSegmentationNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node) == 1
+    return scene, node
+
+
 def slicer_segment_array(segmentation_node, segment_id):
     """(bool [k, j, i] mask, extent, IJK->RAS) of a segment as slicer-core holds it."""
     import vtk
@@ -60,17 +73,10 @@ def slicer_segment_array(segmentation_node, segment_id):
 
 
 def test_slicer_reads_written_segmentation(tmp_path):
-    import slicer
     ct, box, ball = ct_masks()
     path = io.write_segmentation(tmp_path / "out.seg.nrrd",
                                  [("tumour", box, (1.0, 0.0, 0.0)), ("oedema", ball, (0.2, 0.4, 0.9))], ct)
-    scene = slicer.vtkMRMLScene()
-    node = slicer.vtkMRMLSegmentationNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node) == 1
+    scene, node = slicer_read_segmentation(path)
     segmentation = node.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 2
     for n, (name, mask, color) in enumerate([("tumour", box, (1, 0, 0)), ("oedema", ball, (0.2, 0.4, 0.9))]):
@@ -88,14 +94,7 @@ def test_slicer_reads_written_segmentation(tmp_path):
 
 
 def test_slicer_reads_ctchest_segmentation_like_samed():
-    import slicer
-    scene = slicer.vtkMRMLScene()
-    node = slicer.vtkMRMLSegmentationNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(SEG_PATH))
-    assert storage.ReadData(node) == 1
+    scene, node = slicer_read_segmentation(SEG_PATH)
     seg = io.read_segmentation(SEG_PATH)
     voxels, extent, matrix = slicer_segment_array(node, "Segment_5")
     np.testing.assert_allclose(matrix, seg.ijk_to_ras, atol=1e-5)
