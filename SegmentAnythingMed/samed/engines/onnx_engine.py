@@ -163,9 +163,9 @@ def upsample_logits(logits: np.ndarray, image_size: int, resize: str, input_size
 
 
 class OnnxEngine:
-    """LiteMedSAM in ONNX Runtime, with :class:`SamEngine`'s interface (encode, encode_batch, decode, info)."""
+    """LiteMedSAM in ONNX Runtime, with :class:`SamEngine`'s interface (encode, encode_batch, decode, info);
+    with ``precision="bf16"`` its encoder runs in OpenVINO (the "openvino" engine)."""
 
-    engine = "onnx"
     PREPARED_SLICES = 2  # slices whose decoder preparation (10 MB each) is kept for their next prompts
 
     def __init__(self, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,

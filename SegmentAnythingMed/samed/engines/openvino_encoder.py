@@ -112,23 +112,21 @@ def _stage_boundary(model, stage: str, next_stage: str):
     return next(iter(found.values())) if len(found) == 1 else None
 
 
-def split_model(core, onnx_path: str, tail_stage: Optional[str] = None):
-    """(head, tail) models of the encoder cut before TinyViT stage ``tail_stage`` (default :data:`BF16_TAIL`;
-    e.g. "layers.2"), or None if the cut is not found."""
+def split_model(model, tail_stage: Optional[str] = None):
+    """(head, tail) models of the encoder ``model`` (an ``ov.Model``, left as it is) cut before TinyViT stage
+    ``tail_stage`` (default :data:`BF16_TAIL`; e.g. "layers.2"), or None if the cut is not found."""
     ops = _opset()
     next_stage = tail_stage or BF16_TAIL
     stage = f"layers.{int(next_stage.rsplit('.', 1)[1]) - 1}"
-    head_model = core.read_model(str(onnx_path))
-    cut = _stage_boundary(head_model, stage, next_stage)
-    if cut is None:
+    if _stage_boundary(model, stage, next_stage) is None:
         return None
-    head = type(head_model)([cut], head_model.get_parameters(), "encoder_head")
-    tail_model = core.read_model(str(onnx_path))
+    head_model, tail_model = model.clone(), model.clone()
+    head = type(model)([_stage_boundary(head_model, stage, next_stage)], head_model.get_parameters(), "encoder_head")
     cut = _stage_boundary(tail_model, stage, next_stage)
     param = ops.parameter(cut.get_partial_shape(), cut.get_element_type(), "stage_input")
     for target in list(cut.get_target_inputs()):
         target.replace_source_output(param.output(0))
-    tail = type(tail_model)(tail_model.get_results(), [param], "encoder_tail")
+    tail = type(model)(tail_model.get_results(), [param], "encoder_tail")
     return head, tail
 
 
@@ -156,9 +154,9 @@ class OpenVinoEncoder:
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        parts = split_model(core, onnx_path) if precision == "bf16" else None
+        model = core.read_model(str(onnx_path))
+        parts = split_model(model) if precision == "bf16" else None
         if parts is None:
-            model = core.read_model(str(onnx_path))
             self.bf16_products = bf16_weight_products(model) if precision == "bf16" else 0
             self.layout = "whole graph"
             self._requests = [core.compile_model(model, "CPU", config).create_infer_request()]
