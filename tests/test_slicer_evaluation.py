@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import slicer
 import slicer.util
+import vtk
 
 from slicer_scenes import LPS, add_segmentation, add_volume, ellipsoid, slicer_env  # noqa: F401
 
@@ -98,3 +99,29 @@ def test_wrong_choices_are_named(case):
         evaluation_bridge.evaluate_segment(segmentation, "", segmentation, reference, volume)
     with pytest.raises(BridgeError, match="choose a reference"):
         evaluation_bridge.evaluate_segment(segmentation, result, None, reference, volume)
+
+
+def test_a_closed_surface_reference_is_converted_not_read_as_empty(case):
+    """Issue 10, defect 6: GetBinaryLabelmapRepresentation returns False for a segmentation whose source
+    representation is a closed surface (e.g. imported from STL/OBJ; planar contours, from SlicerRT, likewise) and converts nothing
+    (vtkMRMLSegmentationNode::GetBinaryLabelmapRepresentation, Libs/MRML/Core); the reference read as empty gave
+    Dice 0. Slicer's Segment Statistics converts first (CreateBinaryLabelmapRepresentation)."""
+    env, node, volume, segmentation, result, reference, pred, truth = case
+    segmentation.CreateClosedSurfaceRepresentation()
+    surface = vtk.vtkPolyData()
+    assert segmentation.GetClosedSurfaceRepresentation(reference, surface) and surface.GetNumberOfPoints() > 0
+    imported = env.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "imported surface")
+    closed = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
+    imported.GetSegmentation().SetSourceRepresentationName(closed)
+    segment = slicer.vtkSegment()
+    segment.SetName("reference surface")
+    segment.AddRepresentation(closed, surface)
+    imported.GetSegmentation().AddSegment(segment, "surface")
+    assert not imported.GetSegmentation().ContainsRepresentation(
+        slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName())
+    mask = segment_writer.segment_mask(imported, "surface", volume)
+    dice_with_truth = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+    assert dice_with_truth > 0.85, dice_with_truth
+    evaluation = evaluation_bridge.evaluate_segment(segmentation, result, imported, "surface", volume)
+    direct = evaluation_bridge.evaluate_segment(segmentation, result, segmentation, reference, volume)
+    assert abs(evaluation.metrics["dice"] - direct.metrics["dice"]) < 0.05

@@ -151,3 +151,55 @@ def test_no_segment_selected_is_a_clear_error(scene_parts):
     target.segment_editor_node().SetAndObserveSegmentationNode(None)
     with pytest.raises(BridgeError, match="no segmentation is selected"):
         segment_writer.write_masks(target, {1: square(0, 2, 0, 2)}, 0, volume)
+
+
+def test_replace_touches_only_the_previewed_slices_not_those_between_them(scene_parts):
+    """Issue 10, defect 5: prompting slices 1 and 4 then applying "replace" erased slices 2-3 of the existing
+    segment too (the erase slab spanned every slice from the first previewed to the last)."""
+    env, node, volume, segmentation, (tumour, _), target = scene_parts
+    segment_writer.write_masks(target, {k: square(0, 4, 0, 4) for k in range(6)}, 0, volume)
+    before = read(segmentation, tumour, node)
+    report = segment_writer.write_masks(target, {1: square(10, 12, 10, 12), 4: np.zeros(SHAPE[1:], bool)}, 0,
+                                        volume, mode="replace")
+    after = read(segmentation, tumour, node)
+    assert report.slices == [1, 4]
+    for k in (0, 2, 3, 5):  # never previewed: exactly as before
+        assert np.array_equal(after[k], before[k]), k
+    assert after[1].sum() == 4 and after[1, 10:12, 10:12].all()
+    assert not after[4].any()
+    target.undo()
+    assert np.array_equal(read(segmentation, tumour, node), before)
+
+
+class EffectAdaptorOverLogic:
+    """The parts of Slicer's ``scriptedEffect`` adaptor that EffectEditTarget calls, backed by a real
+    vtkSlicerSegmentEditorLogic. ``defaultModifierLabelmap()`` returns None when the editor cannot set up the modifier
+    labelmap, as qSlicerSegmentEditorAbstractEffect::defaultModifierLabelmap does (Modules/Loadable/Segmentations/
+    EditorEffects/qSlicerSegmentEditorAbstractEffect.cxx, v5.2.2..main: ``if (!success) return nullptr;``)."""
+
+    def __init__(self, logic):
+        self.logic = logic
+        self.undo_states = 0
+
+    def parameterSetNode(self):
+        return self.logic.GetSegmentEditorNode()
+
+    def saveStateForUndo(self):
+        self.undo_states += 1
+        self.logic.SaveStateForUndo()
+
+    def defaultModifierLabelmap(self):
+        return self.logic.GetModifierLabelmap() if self.logic.ResetModifierLabelmapToDefault() else None
+
+
+def test_effect_target_without_reference_geometry_says_what_to_do_and_changes_nothing(slicer_env):
+    """Issue 10, item 11: no None check on defaultModifierLabelmap() gave an AttributeError deep in the resampler."""
+    volume_node = add_volume(slicer_env.scene, np.zeros(SHAPE, np.int16), (1.0, 1.0, 1.0), LPS, (0.0, 0.0, 0.0))
+    segmentation = slicer_env.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")  # no reference geometry
+    segment_id = segmentation.GetSegmentation().AddEmptySegment("", "tumour")
+    logic_target = segment_writer.LogicEditTarget.create(slicer_env.scene, segmentation, None, segment_id)
+    adaptor = EffectAdaptorOverLogic(logic_target.logic)
+    with pytest.raises(BridgeError, match="reference geometry"):
+        segment_writer.write_masks(segment_writer.EffectEditTarget(adaptor), {2: square(3, 8, 4, 10)}, 0,
+                                   volume_bridge.volume_from_node(volume_node))
+    assert adaptor.undo_states == 0

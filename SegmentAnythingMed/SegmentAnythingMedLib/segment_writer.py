@@ -9,7 +9,8 @@ Two targets implement that path:
 - :class:`LogicEditTarget`, a ``vtkSlicerSegmentEditorLogic`` of its own, for scripts and tests.
 
 Apply modes: ``add`` merges the masks into the segment (as painting does); ``replace`` first clears the segment on
-the slices that the masks cover, then adds them (a corrected or re-propagated range replaces what was there).
+the slices that have a mask (only those: a slice between two previewed ones keeps what it had), then adds them (a
+corrected or re-propagated range replaces what was there).
 """
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ from .labelmaps import (array_from_oriented_image, geometry_image, is_empty_exte
 from .volume_bridge import node_to_world
 
 APPLY_MODES = ("add", "replace")
+
+
+def _checked_modifier(labelmap):
+    if labelmap is None:
+        raise BridgeError("the segmentation has no reference geometry: select a source volume in the Segment "
+                          "Editor first")
+    return labelmap
 
 
 class LogicEditTarget:
@@ -66,10 +74,8 @@ class LogicEditTarget:
         self.logic.Redo()
 
     def default_modifier_labelmap(self):
-        if not self.logic.ResetModifierLabelmapToDefault():
-            raise BridgeError("the segmentation has no reference geometry: select a source volume in the Segment "
-                              "Editor first")
-        return self.logic.GetModifierLabelmap()
+        return _checked_modifier(self.logic.GetModifierLabelmap() if self.logic.ResetModifierLabelmapToDefault()
+                                 else None)
 
     def modify_selected_segment(self, labelmap, mode: str) -> None:
         node = self.segment_editor_node()
@@ -93,7 +99,7 @@ class EffectEditTarget:
         self.scriptedEffect.saveStateForUndo()
 
     def default_modifier_labelmap(self):
-        return self.scriptedEffect.defaultModifierLabelmap()
+        return _checked_modifier(self.scriptedEffect.defaultModifierLabelmap())  # None when it cannot be set up
 
     def modify_selected_segment(self, labelmap, mode):
         modes = {"add": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd,
@@ -167,7 +173,11 @@ def write_masks(target, masks: Dict[int, np.ndarray], np_axis: int, volume: Volu
     if mode == "add" and voxels == 0:
         raise BridgeError("the result is empty: nothing to add to the segment")
     add = _modifier(target, slab, offset, volume, segmentation) if voxels else None
-    erase = _modifier(target, np.ones_like(slab), offset, volume, segmentation) if mode == "replace" else None
+    erase = None
+    if mode == "replace":  # clear exactly the previewed slices, not those between them
+        previewed = {index: np.ones(slab.shape[:np_axis] + slab.shape[np_axis + 1:], dtype=bool) for index in masks}
+        erase = _modifier(target, stack_slices(previewed, np_axis, volume.array.shape)[0], offset, volume,
+                          segmentation)
     target.save_state_for_undo()
     if erase is not None:
         target.modify_selected_segment(erase, "remove")
@@ -176,13 +186,25 @@ def write_masks(target, masks: Dict[int, np.ndarray], np_axis: int, volume: Volu
     return WriteReport(sorted(masks), voxels, mode)
 
 
+def _ensure_binary_labelmap(segmentation_node) -> None:
+    """Convert a segmentation kept as closed surfaces or planar contours to binary labelmaps first, as Slicer's
+    Segment Statistics does: ``GetBinaryLabelmapRepresentation`` only reads an existing representation
+    (vtkMRMLSegmentationNode.cxx). The conversion adds a derived representation; the source one is unchanged."""
+    name = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    if not segmentation_node.GetSegmentation().ContainsRepresentation(name):
+        segmentation_node.CreateBinaryLabelmapRepresentation()
+
+
 def segment_mask(segmentation_node, segment_id: str, volume: Volume) -> np.ndarray:
     """The segment as a bool ``[k, j, i]`` array on ``volume``'s grid (nearest neighbour; transforms applied)."""
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id) if segment_id else None
     if segment is None:
         raise BridgeError(f"segmentation {segmentation_node.GetName()!r} has no segment {segment_id!r}")
     labelmap = slicer.vtkOrientedImageData()
-    segmentation_node.GetBinaryLabelmapRepresentation(segment_id, labelmap)
+    _ensure_binary_labelmap(segmentation_node)
+    if not segmentation_node.GetBinaryLabelmapRepresentation(segment_id, labelmap):
+        raise BridgeError(f"segment {segment.GetName()!r} of {segmentation_node.GetName()!r} cannot be converted to a "
+                          f"labelmap: check its representations in the Segmentations module")
     out = np.zeros(volume.array.shape[:3], dtype=bool)
     if is_empty_extent(labelmap.GetExtent()):
         return out
