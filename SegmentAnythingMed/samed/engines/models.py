@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
-from ..core.prompts import BOX, MASK, POINT
+from ..core.prompts import BOX, MASK, POINT, PromptError
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -40,10 +40,23 @@ class ModelSpec:
         (segment-anything's ``ResizeLongestSide.get_preprocess_shape`` for "longest")."""
         h, w = int(shape_hw[0]), int(shape_hw[1])
         s = self.image_size
+        if min(h, w) < 1:
+            raise PromptError(f"a {h} x {w} slice has no pixels to segment")
         if self.resize == "square":
             return s, s
         scale = s / max(h, w)
-        return int(h * scale + 0.5), int(w * scale + 0.5)
+        ih, iw = int(h * scale + 0.5), int(w * scale + 0.5)
+        if min(ih, iw) < 1:
+            raise PromptError(
+                f"a {h} x {w} (rows x columns) slice is too thin for {self.name}: the model resizes its long side to "
+                f"{s} px, which leaves less than 1 px across. Slices up to {self.max_aspect_ratio}:1 (long:short "
+                f"side) work: crop the slice, pad its short side, or pick another slice orientation")
+        return ih, iw
+
+    @property
+    def max_aspect_ratio(self) -> int:
+        """Longest long:short side ratio whose short side survives the resize (rounds to at least 1 px)."""
+        return 2 * self.image_size if self.resize == "longest" else 1 << 30
 
     @staticmethod
     def to_input_xy(xy, original_size, input_size):

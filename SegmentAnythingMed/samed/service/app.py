@@ -163,6 +163,7 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
         if arr.ndim == 2 and arr.dtype == np.uint8:
             arr = unpack_pictures(arr, 3)
         image = check_image(arr, cfg.max_side)
+        backend.engine.input_size_for(image.shape[:2])  # PromptError (422) if the model's resize cannot take it
         key = image_key(backend.model, image)
         claimed = headers.get(KEY_HEADER)
         if claimed is not None and claimed != key:
@@ -229,6 +230,7 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
             raise HTTPException(422, f"{n} pictures: send 1..{cfg.max_slab_slices} slices per propagation")
         if min(h, w) < 1 or max(h, w) > cfg.max_side:
             raise HTTPException(422, f"slice size {(h, w)} is outside 1..{cfg.max_side} pixels per side")
+        backend.engine.input_size_for((h, w))  # PromptError (422): a slice too thin for the model's resize
         seed_mask = bundle.array("seed_mask")
         if seed_mask.dtype != bool or seed_mask.shape != (h, w):
             raise HTTPException(422, f"seed_mask must be a bool array of the slices' shape {(h, w)}, got "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Literal, Optional, Tuple, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from ..core.propagation import PropagationSettings
 
@@ -32,12 +32,39 @@ class DecodeRequest(BaseModel):
     logits: bool = Field(False, description="also return the decoder's low-res logits (float32)")
 
 
+# The range of each setting (a 422 names the setting and its range). A setting not listed here travels with its
+# type only, and ``PropagationSettings.validate`` still checks it on the server.
+SETTING_RANGES: Dict[str, dict] = {
+    "box_margin_px": dict(ge=0, le=10000),
+    "box_margin_frac": dict(ge=0, le=10),
+    "min_area_px": dict(ge=0),
+    "min_area_ratio": dict(ge=0, le=1),
+    "max_area_ratio": dict(ge=1),
+    "min_overlap": dict(ge=0, le=1),
+    "min_score": dict(ge=0, le=1),
+    "max_intensity_shift": dict(ge=0),
+    "min_intensity_shift": dict(ge=0, le=255),
+    "max_slices": dict(ge=0),
+}
+
+
+def _check_index_range(value):
+    if value is not None and not 0 <= value[0] <= value[1]:
+        raise ValueError(f"index_range must be [first, last] slice indices with 0 <= first <= last, got "
+                         f"{list(value)}")
+    return value
+
+
 def _settings_model():
     """A pydantic twin of ``core.propagation.PropagationSettings``, built from its fields (so new settings
-    travel without a change here); the ranges are checked by ``PropagationSettings.validate``."""
+    travel without a change here), with the ranges of :data:`SETTING_RANGES`."""
     hints = get_type_hints(PropagationSettings)
-    fields = {f.name: (hints[f.name], getattr(_D, f.name)) for f in dataclasses.fields(PropagationSettings)}
-    model = create_model("SettingsModel", __config__=_STRICT, **fields)
+    fields = {f.name: (hints[f.name], Field(getattr(_D, f.name), **SETTING_RANGES.get(f.name, {})))
+              for f in dataclasses.fields(PropagationSettings)}
+    validators = {}
+    if "index_range" in fields:
+        validators["index_range_order"] = field_validator("index_range")(_check_index_range)
+    model = create_model("SettingsModel", __config__=_STRICT, __validators__=validators, **fields)
     model.__doc__ = "core.propagation.PropagationSettings; see that module for the stop rules."
     return model
 

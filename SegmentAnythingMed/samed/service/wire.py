@@ -27,6 +27,7 @@ import io
 import json
 import re
 import struct
+import tokenize
 import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -168,8 +169,9 @@ def decode_npy(body: bytes, max_array_bytes: int) -> np.ndarray:
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    except (ValueError, SyntaxError, TypeError) as exc:
-        raise WireError(f"the body is not a valid .npy file: {exc}") from None
+    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError, tokenize.TokenError) as exc:
+        # a cut or garbled header: numpy's header parser tokenizes it (TokenError: EOF in multi-line statement)
+        raise WireError(f"the body is not a valid .npy file (its header is cut or garbled: {str(exc)[:200]})") from None
     if dtype.hasobject or dtype.name not in DTYPES:
         raise WireError(f"the .npy array has dtype {dtype}; the wire carries {', '.join(DTYPES)}", 422)
     if len(shape) > MAX_NDIM:
