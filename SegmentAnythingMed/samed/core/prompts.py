@@ -45,7 +45,8 @@ class Prompt:
             if box.shape != (4,):
                 raise PromptError(f"a box is 4 numbers x0, y0, x1, y1, got {box.tolist()}")
             x0, y0, x1, y1 = box
-            self.box_xy = np.array([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)])
+            # np.minimum/np.maximum keep a NaN (min/max would drop it, and validate() would pass a NaN box)
+            self.box_xy = np.array([np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)])
         if self.mask is not None:
             self.mask = np.asarray(self.mask).astype(bool)
 
