@@ -1,0 +1,308 @@
+"""The web app: trame-slicer's scene, slice view and segment editor, with the "Segment Anything" tool.
+
+Every decision (prompts, jobs, preview, propagation, Apply) is made by ``SegmentAnythingMedLib.session.EditSession``,
+the same object the Slicer effect drives; this module only turns browser events into its calls and shows its
+status. The model runs in a worker thread (in-process backend or the model service's HTTP client); an asyncio task
+polls it, as the Slicer effect's QTimer does.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from trame.app import TrameApp
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+from trame_slicer.core import LayoutManager, SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+from trame_vuetify.ui.vuetify3 import SinglePageLayout
+from undo_stack import UndoStack
+
+from SegmentAnythingMedLib.preview import SegmentPreview
+from SegmentAnythingMedLib.session import USER_ERRORS, EditSession, describe_error
+from SegmentAnythingMedLib.session_types import SessionOptions
+from SegmentAnythingMedLib.volume_bridge import matrix_to_array, slice_position_ras, view_slice
+from SegmentAnythingMedLib.worker import InferenceWorker
+
+from .edit_target import TrameEditTarget
+from .effect import SegmentAnythingEffect
+from .files import DataFolders, write_segmentation
+
+SEGMENT_NAME = "Segment_1"  # the name `samed segment` gives a segment without a reference label
+POLL_S = 0.1
+
+
+class SamWebApp(TrameApp):
+    def __init__(self, server=None, *, data: DataFolders, out_dir: Path, provider,
+                 options: Optional[SessionOptions] = None, undo_limit: int = 5):
+        super().__init__(server)
+        self.data = data
+        self.out_dir = Path(out_dir)
+        self.slicer = SlicerApp()
+        register_rca_factories(self.slicer.view_manager, self.server)
+        self.layout_manager = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
+        self.layout_manager.register_layout_dict(LayoutManager.default_grid_configuration())
+        self.layout_manager.set_layout("Axial Only")
+
+        self.editor = self.slicer.segmentation_editor
+        self.undo_stack = UndoStack(undo_limit=undo_limit)
+        self.editor.set_undo_stack(self.undo_stack)
+        self.effect = self.editor.get_effect(SegmentAnythingEffect)
+        self.effect.on_box = self._on_box
+        self.target = TrameEditTarget(self.editor)
+        self.worker = InferenceWorker("samed web inference")
+        self.session = EditSession(provider, self.worker, SegmentPreview(self.slicer.scene), options)
+        self.volume_node = None
+        self.segmentation_node = None
+        self._poll_task = None
+        self.undo_stack.index_changed.connect(lambda *_: self._after_edit())
+
+        s = self.state
+        s.trame__title = "Segment Anything (samed web)"
+        s.volumes = self.data.volumes()
+        s.volume = s.volumes[0] if s.volumes else None
+        s.opened = ""
+        s.tool_active = False
+        s.status = "Open a volume, pick the Segment Anything tool and drag a box around a structure."
+        s.busy = False
+        s.progress = ""
+        s.box = ""
+        s.has_preview = False
+        s.can_undo = False
+        s.can_redo = False
+        s.slice_index = 0
+        s.slice_count = 1
+        s.saved = ""
+        s.view_geometry = None  # view XY (pixels, origin bottom-left) -> source voxel IJK, and the view's size
+        s.change("slice_index")(self._on_slice_index)
+        self._build_ui()
+        self.server.controller.on_server_ready.add(self._start_polling)
+
+    # --------------------------------------------------------------------------------------------------- UI
+    def _build_ui(self) -> None:
+        with SinglePageLayout(self.server, full_height=True) as layout:
+            layout.title.set_text("Segment Anything")
+            with layout.toolbar:
+                v3.VSpacer()
+                v3.VSelect(v_model=("volume",), items=("volumes",), label="Volume", density="compact",
+                           hide_details=True, style="max-width: 320px;", id="volume-select")
+                v3.VBtn("Open", click=self.open_selected, id="open-volume", classes="mx-1")
+                v3.VBtn("Segment Anything", click=self.activate_tool, id="tool-sam", classes="mx-1",
+                        prepend_icon="mdi-selection-drag", disabled=("!opened",),
+                        color=("tool_active ? 'primary' : undefined",))
+                v3.VBtn("Next candidate", click=self.next_candidate, id="next-candidate", classes="mx-1",
+                        disabled=("!has_preview || busy",))
+                v3.VBtn("Propagate", click=self.propagate, id="propagate", classes="mx-1",
+                        disabled=("!has_preview || busy",))
+                v3.VBtn("Apply", click=self.apply, id="apply", classes="mx-1", disabled=("!has_preview || busy",))
+                v3.VBtn("Cancel", click=self.cancel, id="cancel", classes="mx-1")
+                v3.VBtn(icon="mdi-undo", click=self.undo, id="undo", disabled=("!can_undo",))
+                v3.VBtn(icon="mdi-redo", click=self.redo, id="redo", disabled=("!can_redo",))
+                v3.VBtn("Save", click=self.save, id="save", classes="mx-1", disabled=("!opened",),
+                        prepend_icon="mdi-content-save")
+            with layout.content:
+                with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
+                    with html.Div(classes="d-flex align-center px-4", style="gap: 16px; flex: 0 0 auto;"):
+                        v3.VSlider(v_model=("slice_index",), min=0, max=("slice_count - 1",), step=1,
+                                   label="Slice", hide_details=True, disabled=("!opened",), style="max-width: 400px;")
+                        v3.VTextField(v_model_number=("slice_index",), type="number", density="compact",
+                                      hide_details=True, style="max-width: 90px;", id="slice-index",
+                                      disabled=("!opened",))
+                        html.Span("{{ status }}", id="status")
+                        html.Span("{{ progress }}", id="progress")
+                    with html.Div(classes="px-4", style="flex: 0 0 auto; font-size: 0.85em;"):
+                        html.Span("Box: {{ box || 'none' }}", id="box")
+                        html.Span(" | Saved: {{ saved || 'not yet' }}", id="saved")
+                    with html.Div(style="flex: 1 1 auto; position: relative;", id="views"):
+                        self.layout_manager.initialize_layout_grid(layout)
+
+    # ---------------------------------------------------------------------------------------------- helpers
+    def _say(self, text: str) -> None:
+        with self.state:
+            self.state.status = text
+
+    def _guard(self, action, *args):
+        try:
+            return action(*args)
+        except Exception as exc:  # every failure is shown to the user; programming errors also go to the log
+            if not isinstance(exc, USER_ERRORS + (OSError,)):
+                logging.exception("samed web: %s failed", getattr(action, "__name__", action))
+            self._say(describe_error(exc))
+            return None
+
+    def _render(self) -> None:
+        for view in self.slicer.view_manager.get_views():
+            view.schedule_render()
+
+    def _slice_view(self):
+        views = self.slicer.view_manager.get_slice_views()
+        return views[0] if views else None
+
+    def _after_edit(self) -> None:
+        with self.state:
+            self.state.can_undo = self.undo_stack.can_undo()
+            self.state.can_redo = self.undo_stack.can_redo()
+        self._render()
+
+    def _sync(self) -> None:
+        s, session = self.state, self.session
+        with s:
+            s.status = session.status or s.status
+            s.busy = session.busy
+            s.has_preview = session.has_preview
+            p = session.progress
+            s.progress = f"{p[0]}/{p[1]} slices" if p and p[1] else ("working..." if session.busy else "")
+            s.can_undo = self.undo_stack.can_undo()
+            s.can_redo = self.undo_stack.can_redo()
+            sp = session.slice_prompt
+            if sp is not None and sp.box_xy is not None:
+                s.box = ",".join(f"{x:.2f}" for x in sp.box_xy) + f" on {sp.view.describe()}"
+        self._render()
+
+    def _publish_view_geometry(self) -> None:
+        view = self._slice_view()
+        if view is None or self.volume_node is None:
+            return
+        node = view.get_view_node()
+        xy_to_ras = matrix_to_array(node.GetXYToRAS())
+        ras_to_ijk = np.linalg.inv(self.session.snapshot().volume.ijk_to_ras)
+        geometry = {"xy_to_ijk": [round(float(x), 6) for x in (ras_to_ijk @ xy_to_ras).ravel()],
+                    "size": [int(d) for d in node.GetDimensions()[:2]]}
+        if geometry != self.state.view_geometry:
+            with self.state:
+                self.state.view_geometry = geometry
+
+    # ------------------------------------------------------------------------------------------------- open
+    def open_selected(self) -> None:
+        self._guard(self.open_volume, self.state.volume)
+
+    def open_volume(self, name: str) -> None:
+        path = self.data.resolve(name)
+        self.session.set_source(None)
+        for node in (self.volume_node, self.segmentation_node):
+            if node is not None and node.GetScene() is not None:
+                self.slicer.scene.RemoveNode(node)
+        nodes = self.slicer.io_manager.load_volumes([str(path)])
+        if not nodes:
+            raise ValueError(f"{path.name} could not be read as a volume")
+        self.volume_node = nodes[0]
+        self.slicer.display_manager.show_volume(self.volume_node, do_reset_views=True)
+        self.segmentation_node = self.editor.create_empty_segmentation_node()
+        self.segmentation_node.SetName(f"{self.volume_node.GetName()} segmentation")
+        self.editor.set_active_segmentation(self.segmentation_node, self.volume_node)
+        segment_id = self.editor.add_empty_segment(segment_name=SEGMENT_NAME)
+        self.undo_stack.clear()
+        self.session.set_source(self.volume_node, self.segmentation_node, segment_id)
+        view = self._slice_view()
+        volume = self.session.snapshot().volume
+        where = view_slice(view.get_view_node(), volume, self.volume_node.GetName())
+        with self.state:
+            self.state.opened = name
+            self.state.saved = ""
+            self.state.box = ""
+            self.state.slice_count = int(volume.array.shape[where.np_axis])
+            self.state.slice_index = where.index
+        self.activate_tool()
+        self._say(f"opened {name}: drag a box around a structure in the slice view")
+        self._publish_view_geometry()
+        self._after_edit()
+
+    def _on_slice_index(self, slice_index=None, **_) -> None:
+        if self.volume_node is None or slice_index in (None, ""):
+            return
+        self._guard(self._go_to_slice, int(slice_index))
+
+    def _go_to_slice(self, index: int) -> None:
+        node = self._slice_view().get_view_node()
+        volume = self.session.snapshot().volume
+        where = view_slice(node, volume, self.volume_node.GetName())
+        if where.index == index:
+            return
+        if not 0 <= index < volume.array.shape[where.np_axis]:
+            raise ValueError(f"slice {index} is outside 0..{volume.array.shape[where.np_axis] - 1}")
+        node.JumpSliceByOffsetting(*slice_position_ras(volume, where.np_axis, index))
+        self._publish_view_geometry()
+        self._render()
+
+    # ---------------------------------------------------------------------------------------------- the tool
+    def activate_tool(self) -> None:
+        if self.volume_node is None:
+            self._say("open a volume first")
+            return
+        self.editor.set_active_effect(self.effect)
+        with self.state:
+            self.state.tool_active = self.effect.is_active
+
+    def _on_box(self, ras_a, ras_b, slice_node) -> None:
+        def run():
+            where = view_slice(slice_node, self.session.snapshot().volume, self.volume_node.GetName())
+            self.session.set_box(ras_a, ras_b, where)
+            with self.state:
+                self.state.slice_index = where.index
+        self._guard(run)
+        self._sync()
+
+    def next_candidate(self) -> None:
+        self._guard(self.session.next_candidate)
+        self._sync()
+
+    def propagate(self) -> None:
+        self._guard(self.session.propagate)
+        self._sync()
+
+    def apply(self) -> None:
+        self._guard(self.session.apply, self.target)
+        self._sync()
+        self._after_edit()
+
+    def cancel(self) -> None:
+        self.session.cancel()
+        self._sync()
+
+    def undo(self) -> None:
+        self.undo_stack.undo()
+        self._say("undone")
+
+    def redo(self) -> None:
+        self.undo_stack.redo()
+        self._say("redone")
+
+    def save(self) -> Optional[Path]:
+        def run():
+            if self.segmentation_node is None:
+                raise ValueError("open a volume and segment it first")
+            out = self.out_dir / f"{Path(self.state.opened).name.split('.')[0]}.seg.nrrd"
+            write_segmentation(self.segmentation_node, out)
+            with self.state:
+                self.state.saved = str(out)
+                self.state.status = f"saved {out.name}"
+            return out
+        return self._guard(run)
+
+    # ------------------------------------------------------------------------------------------------ polling
+    def _start_polling(self, **_) -> None:
+        if self._poll_task is None:
+            self._poll_task = asyncio.get_event_loop().create_task(self._poll_loop())
+
+    async def _poll_loop(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(POLL_S)
+            ticks += 1
+            try:
+                if self.session.pending:
+                    self.session.poll()
+                    self._sync()
+                elif self.state.busy:
+                    self._sync()
+                if ticks % 5 == 0:
+                    self._publish_view_geometry()
+            except Exception:  # keep polling: one failed update must not stop the app
+                logging.exception("samed web: polling failed")
+
+    def close(self) -> None:
+        self.worker.shutdown()
+        self.session.provider.close()

@@ -1,0 +1,68 @@
+"""What the web app may read and where it writes: volumes from the folders it was given (``--data``), the saved
+segmentation written whole or not at all."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, List
+
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+NOT_VOLUMES = (".seg.nrrd",)
+
+
+def _is_volume(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(VOLUME_SUFFIXES) and not name.endswith(NOT_VOLUMES)
+
+
+class DataFolders:
+    """The folders the server may read volumes from; files are named relative to them, never by a client's path."""
+
+    def __init__(self, folders: Iterable[str]):
+        self.folders: List[Path] = []
+        for folder in folders:
+            path = Path(folder).expanduser().resolve()
+            if not path.is_dir():
+                raise FileNotFoundError(f"--data {folder}: no such folder")
+            self.folders.append(path)
+
+    def volumes(self) -> List[str]:
+        """Volume files under the folders (two levels deep), as 'folder-name/relative/path'."""
+        names = []
+        for folder in self.folders:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and _is_volume(path) and len(path.relative_to(folder).parts) <= 2:
+                    names.append(f"{folder.name}/{path.relative_to(folder).as_posix()}")
+        return names
+
+    def resolve(self, name: str) -> Path:
+        """The file that ``name`` (as listed by :meth:`volumes`) means; ValueError for anything outside the folders."""
+        head, _, rest = str(name).partition("/")
+        for folder in self.folders:
+            if folder.name != head or not rest:
+                continue
+            path = (folder / rest).resolve()
+            if path.is_relative_to(folder) and path.is_file() and _is_volume(path):
+                return path
+        raise ValueError(f"{name!r} is not a volume in the server's data folders: choose one from the list")
+
+
+def write_segmentation(segmentation_node, out_path: Path) -> Path:
+    """Write ``segmentation_node`` as a Slicer ``.seg.nrrd`` (a temporary file in the same folder, then renamed)."""
+    from slicer import vtkMRMLSegmentationStorageNode
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".samed-web-", suffix=".seg.nrrd", dir=str(out_path.parent))
+    os.close(fd)
+    try:
+        storage = vtkMRMLSegmentationStorageNode()
+        storage.SetFileName(tmp)
+        if not storage.WriteData(segmentation_node):
+            raise OSError(f"could not write {out_path}: the segmentation writer failed (see the server log)")
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path
