@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         serve = None
     if serve is not None:
         serve.add_parser(sub)
+    from . import web  # the browser front end; its own dependencies (trame-slicer) are imported when it runs
+
+    web.add_parser(sub)
     return parser
 
 
