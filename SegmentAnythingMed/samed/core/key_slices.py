@@ -1,0 +1,251 @@
+"""One structure in a volume from prompts on a few key slices, with any backend (engine-agnostic, no torch).
+
+The user prompts (or accepts a mask on) any number of *key slices*; a key slice may also say that the object
+is *absent* there (an empty mask: "it has ended"). The other slices are filled in:
+
+- **Between two key slices** (no absent key between them) each slice is prompted from what is known on both
+  sides: the *interpolated shape* of the two key masks (shape-based interpolation: the signed distance maps of
+  the two masks blended linearly by the slice's position, see :func:`interpolate_shapes`), the linearly
+  interpolated key box, and the mask already accepted on the neighbouring slice on the nearer key's side.
+  Each gives a box (grown as the walk grows it); the model's mask for each is judged by
+  ``score + shape_weight * IoU(mask, interpolated shape)`` and the best is kept. If even the best agrees with
+  the interpolated shape less than ``min_shape_iou``, the interpolated shape itself is kept (the model has
+  gone elsewhere; the shape between two masks the user accepted is the safer guess).
+- **Beyond the outermost key slices** the walk of :mod:`samed.core.propagation` continues outwards with the
+  measured stop rules of :data:`WALK_RULES` (see that constant for how they were measured), up to the volume's
+  end, an absent key or the ROI's extent.
+- ``index_range`` (an ROI's extent along the slicing axis) bounds everything: key slices outside it are an error.
+
+Nothing is written anywhere: the caller previews :class:`KeySliceResult` (each slice's mask, score and kind:
+``key``, ``interpolated`` or ``walked``; ``stopped`` says why each end stopped) and applies it.
+
+SimpleITK 2.5 has no wrapper for ITK's MorphologicalContourInterpolator (what Slicer's "Fill between slices"
+uses; it is an ITK remote module, ``itk-morphologicalcontourinterpolation``, which pulls ~200 MB of ITK
+packages), so the shape between two key masks is the classic signed-distance interpolation (Herman, Zheng &
+Bucholtz 1992), computed with SimpleITK's SignedMaurerDistanceMap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .backend import Backend
+from .prompts import Prompt, box_from_mask
+from .propagation import PropagationSettings, _grow, propagate
+
+KEY, INTERPOLATED, WALKED = "key", "interpolated", "walked"
+
+# Stop rules of the walk beyond the outermost key slices, measured with bench/measure_walk_rules.py on
+# structures that are NOT in the key-slice benchmark (tuning set), checked on the benchmark's structures
+# (held out); see docs/evaluation.md, "Key slices".
+WALK_RULES = dict(min_area_ratio=0.25, max_area_ratio=2.5, min_overlap=0.3, min_score=0.5,
+                  max_intensity_shift=2.5)
+
+
+@dataclass
+class KeySliceSettings:
+    walk: PropagationSettings = field(default_factory=lambda: PropagationSettings(**WALK_RULES))
+    shape_weight: float = 1.0  # candidate value = score + shape_weight * IoU with the interpolated shape
+    min_shape_iou: float = 0.0  # below this agreement, keep the interpolated shape instead of the model's mask
+    index_range: Optional[Tuple[int, int]] = None  # inclusive slice limits (an ROI's extent)
+
+    def validate(self) -> None:
+        self.walk.validate()
+        if self.shape_weight < 0:
+            raise ValueError("shape_weight must be >= 0")
+        if not 0 <= self.min_shape_iou <= 1:
+            raise ValueError("min_shape_iou must be within 0..1")
+
+
+@dataclass
+class KeySliceResult:
+    masks: Dict[int, np.ndarray] = field(default_factory=dict)  # slice -> (H, W) bool (non-empty slices only)
+    scores: Dict[int, float] = field(default_factory=dict)
+    kinds: Dict[int, str] = field(default_factory=dict)  # slice -> key | interpolated | walked
+    stopped: Dict[str, str] = field(default_factory=dict)  # "down" / "up" -> why that end stopped
+
+    @property
+    def indices(self) -> List[int]:
+        return sorted(self.masks)
+
+    def to_volume(self, shape_kji: Sequence[int], np_axis: int) -> np.ndarray:
+        vol = np.zeros(tuple(shape_kji), dtype=bool)
+        for idx, mask in self.masks.items():
+            sl = [slice(None)] * 3
+            sl[np_axis] = idx
+            vol[tuple(sl)] = mask
+        return vol
+
+
+def _sdf(mask: np.ndarray) -> np.ndarray:
+    """Signed distance to the mask's boundary in pixels (negative inside)."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    return sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
+                                                              useImageSpacing=False))
+
+
+def interpolate_shapes(lower: np.ndarray, upper: np.ndarray, n_between: int) -> List[np.ndarray]:
+    """The ``n_between`` masks between two key masks (``lower`` first): the zero level of the linearly blended
+    signed distance maps. Equal masks give the same mask; a disc and a larger concentric disc give discs whose
+    radius grows linearly."""
+    lower, upper = np.asarray(lower, bool), np.asarray(upper, bool)
+    if lower.shape != upper.shape:
+        raise ValueError(f"key masks differ in shape: {lower.shape} vs {upper.shape}")
+    if not lower.any() or not upper.any():
+        raise ValueError("interpolate_shapes needs two non-empty key masks")
+    d0, d1 = _sdf(lower), _sdf(upper)
+    out = []
+    for k in range(1, n_between + 1):
+        t = k / (n_between + 1)
+        out.append(((1 - t) * d0 + t * d1) < 0)
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum()) / union if union else 0.0
+
+
+def _lerp_box(b0: np.ndarray, b1: np.ndarray, t: float) -> np.ndarray:
+    return (1 - t) * b0 + t * b1
+
+
+def _candidate_boxes(shape: np.ndarray, neighbour: np.ndarray, lerp_box: np.ndarray,
+                     s: PropagationSettings) -> List[Tuple[str, np.ndarray]]:
+    hw = neighbour.shape
+    boxes = []
+    for name, mask in (("shape", shape), ("neighbour", neighbour)):
+        if mask.any():
+            boxes.append((name, _grow(box_from_mask(mask, s.box_margin_px, hw), s.box_margin_frac, hw)))
+    boxes.append(("key boxes", np.clip(lerp_box, 0, [hw[1] - 1, hw[0] - 1, hw[1] - 1, hw[0] - 1])))
+    unique, seen = [], set()
+    for name, b in boxes:
+        key = tuple(np.round(b, 3))
+        if key not in seen:
+            seen.add(key)
+            unique.append((name, b))
+    return unique
+
+
+def fill_between(backend: Backend, get_slice: Callable[[int], np.ndarray], lo: int, lo_mask: np.ndarray,
+                 hi: int, hi_mask: np.ndarray, settings: KeySliceSettings,
+                 progress: Optional[Callable[[], None]] = None) -> Dict[int, Tuple[np.ndarray, float, str]]:
+    """slice -> (mask, score, how) for the slices strictly between key slices ``lo`` < ``hi``."""
+    n = hi - lo - 1
+    if n <= 0:
+        return {}
+    shapes = dict(zip(range(lo + 1, hi), interpolate_shapes(lo_mask, hi_mask, n)))
+    box_lo = box_from_mask(lo_mask, settings.walk.box_margin_px)
+    box_hi = box_from_mask(hi_mask, settings.walk.box_margin_px)
+    hw = lo_mask.shape
+    box_lo = _grow(box_lo, settings.walk.box_margin_frac, hw)
+    box_hi = _grow(box_hi, settings.walk.box_margin_frac, hw)
+    done: Dict[int, Tuple[np.ndarray, float, str]] = {lo: (lo_mask, 1.0, KEY), hi: (hi_mask, 1.0, KEY)}
+    # nearest a key first, so that every slice's neighbour on the nearer key's side is already known
+    order = sorted(range(lo + 1, hi), key=lambda i: (min(i - lo, hi - i), i))
+    for i in order:
+        neighbour = done[i - 1 if i - lo <= hi - i else i + 1][0]
+        shape = shapes[i]
+        picture = get_slice(i)
+        best = None
+        for name, box in _candidate_boxes(shape, neighbour, _lerp_box(box_lo, box_hi, (i - lo) / (hi - lo)),
+                                          settings.walk):
+            pred = backend.segment(picture, Prompt(box_xy=box), multimask=False)
+            agree = _iou(pred.best, shape)
+            value = pred.best_score + settings.shape_weight * agree
+            if best is None or value > best[0]:
+                best = (value, pred.best, pred.best_score, agree, name)
+        _, mask, score, agree, name = best
+        if agree < settings.min_shape_iou and shape.any():
+            mask, name = shape, "shape"
+        done[i] = (mask, score, f"{INTERPOLATED} ({name})")
+        if progress is not None:
+            progress()
+    return {i: v for i, v in done.items() if lo < i < hi}
+
+
+def _runs(keys: Dict[int, np.ndarray], lo: int, hi: int) -> List[Tuple[int, int, List[int]]]:
+    """Split lo..hi at absent keys: (run start, run end, the non-empty keys in it) for runs holding keys."""
+    absent = sorted(i for i, m in keys.items() if not m.any())
+    bounds, start = [], lo
+    for a in absent + [hi + 1]:
+        if start <= a - 1:
+            inside = sorted(i for i, m in keys.items() if start <= i <= a - 1 and m.any())
+            if inside:
+                bounds.append((start, a - 1, inside))
+        start = a + 1
+    return bounds
+
+
+def segment_from_key_slices(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices: int,
+                            key_masks: Dict[int, np.ndarray], settings: Optional[KeySliceSettings] = None,
+                            progress: Optional[Callable[[int, int], None]] = None,
+                            should_cancel: Optional[Callable[[], bool]] = None) -> KeySliceResult:
+    """Fill in one structure from its key slices' masks (``{slice: (H, W) bool}``; an empty mask = absent).
+
+    ``get_slice(i)`` returns slice ``i`` as the preprocessed (H, W, 3) uint8 picture. See the module docstring.
+    """
+    s = settings or KeySliceSettings()
+    s.validate()
+    lo, hi = 0, n_slices - 1
+    if s.index_range is not None:
+        lo, hi = max(lo, int(s.index_range[0])), min(hi, int(s.index_range[1]))
+    keys = {int(i): np.asarray(m).astype(bool) for i, m in key_masks.items()}
+    outside = [i for i in keys if not lo <= i <= hi]
+    if outside:
+        raise ValueError(f"key slice(s) {sorted(outside)} outside the slice range {lo}..{hi} (volume or ROI)")
+    if not any(m.any() for m in keys.values()):
+        raise ValueError("no key slice holds the object: prompt it on at least one slice")
+    result = KeySliceResult()
+    runs = _runs(keys, lo, hi)
+    total = sum(r1 - r0 + 1 for r0, r1, _ in runs)
+    done = [0]
+
+    def tick():
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    for r0, r1, inside in runs:
+        for k in inside:
+            result.masks[k], result.scores[k], result.kinds[k] = keys[k], 1.0, KEY
+            tick()
+        for a, b in zip(inside, inside[1:]):
+            if should_cancel is not None and should_cancel():
+                result.stopped["cancelled"] = f"before filling {a}..{b}"
+                return result
+            for i, (mask, score, how) in fill_between(backend, get_slice, a, keys[a], b, keys[b], s, tick).items():
+                if mask.any():
+                    result.masks[i], result.scores[i], result.kinds[i] = mask, score, how
+        for direction, start in (("down", inside[0]), ("up", inside[-1])):
+            walk = propagate(backend, get_slice, n_slices, start, keys[start],
+                             replace(s.walk, index_range=(r0, r1)), directions=(direction,),
+                             should_cancel=should_cancel)
+            for i, mask in walk.masks.items():
+                if i != start:
+                    result.masks[i], result.scores[i], result.kinds[i] = mask, walk.scores[i], WALKED
+                    tick()
+            why = walk.stopped.get(direction, "")
+            if why.startswith("range") and direction == "up" and r1 < hi:
+                why = f"absent key slice {r1 + 1}"
+            elif why.startswith("range") and direction == "down" and r0 > lo:
+                why = f"absent key slice {r0 - 1}"
+            name = direction if len(runs) == 1 else f"{direction} from {start}"
+            result.stopped[name] = why
+    if progress is not None:
+        progress(total, total)
+    return result
+
+
+def key_masks_from_prompts(backend: Backend, get_slice: Callable[[int], np.ndarray],
+                           prompts: Dict[int, Prompt]) -> Dict[int, Tuple[np.ndarray, float]]:
+    """slice -> (the model's best mask, its score) for one prompt per key slice."""
+    out = {}
+    for i, prompt in sorted(prompts.items()):
+        pred = backend.segment(get_slice(i), prompt)
+        out[i] = (pred.best, pred.best_score)
+    return out

@@ -1,0 +1,145 @@
+"""A simulated user in 3D (``--prompt interactive-3d:N``): the seed study's Algorithm 1 lifted to volumes.
+
+For one structure (a class of a volume, slices along the session's axis):
+
+1. Interaction 1: a tight box (``box-all``) around the reference on the seed slice (the slice holding the
+   object nearest the middle of its extent, as ``--propagate``); the model's mask there is the first key
+   slice, and :func:`samed.core.key_slices.segment_from_key_slices` fills in the structure.
+2. After each round the error of every slice is counted (prediction XOR reference, in voxels: every slice of a
+   volume has the same voxel size, so this is the error volume). On the slice with the largest error that is
+   not a key slice yet (ties: the lowest index), the user gives
+   - a tight box around the reference there (the model's mask for it becomes a key slice), or,
+   - where the reference is empty (the tool went past the object's end), marks the slice "absent" (one
+     interaction: in Slicer, a key slice with an empty mask).
+   The tool recomputes the whole structure from all key slices. Stops early when no slice has an error left.
+3. 3D Dice, NSD and HD95 (full voxel spacing) are recorded after 1..N interactions.
+
+The oracle is a tight reference box on every slice that holds the object (``box-every-slice``): as many
+interactions as the object has slices. ``boxes_to`` says how many interactions reached a fraction of the
+oracle's Dice (``saved`` = the oracle's boxes minus those). Deterministic: no randomness is involved (the tie
+rule is fixed), so the seed is not used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..core import metrics
+from ..core.geometry import extract_slice, insert_slice
+from ..core.key_slices import KeySliceSettings, segment_from_key_slices
+from ..core.prompts import Prompt, box_from_mask
+from ..core.volume_session import VolumeSession
+from .simulate import SCORE, choose, multimask_for
+
+INTERACTIVE_3D = "interactive-3d"
+ABSENT, BOX = "absent", "box"
+
+
+@dataclass
+class Round:
+    interactions: int
+    slice: int  # where this round's interaction went
+    action: str  # box | absent
+    dice: float
+    nsd: float
+    hd95: float
+    pred: np.ndarray = field(repr=False)
+    stopped: str = ""
+
+
+@dataclass
+class Interactive3D:
+    rounds: List[Round]
+    oracle: Dict[str, float]  # dice, nsd, hd95 of a box on every slice
+    oracle_boxes: int
+    ref_slices: List[int]
+
+    def boxes_to(self, fraction: float) -> Optional[int]:
+        """Interactions needed to reach ``fraction`` x the oracle's Dice (None: not within the rounds run)."""
+        for r in self.rounds:
+            if r.dice >= fraction * self.oracle["dice"]:
+                return r.interactions
+        return None
+
+
+def _slices(ref3d: np.ndarray, ax: int) -> List[int]:
+    other = tuple(a for a in range(3) if a != ax)
+    return [int(s) for s in np.flatnonzero(ref3d.any(axis=other))]
+
+
+def seed_slice(slices: List[int]) -> int:
+    middle = (slices[0] + slices[-1]) / 2.0
+    return min(slices, key=lambda s: (abs(s - middle), s))
+
+
+def box_mask(session: VolumeSession, index: int, ref2d: np.ndarray, selection: str = SCORE) -> np.ndarray:
+    """The model's mask for a tight reference box on one slice (empty for an empty reference)."""
+    box = box_from_mask(ref2d)
+    if box is None:
+        return np.zeros(ref2d.shape, bool)
+    pred = session.segment_slice(index, Prompt(box_xy=box), multimask_for(selection))
+    return choose(pred, ref2d, selection)[0]
+
+
+def oracle_volume(session: VolumeSession, ref3d: np.ndarray, selection: str = SCORE) -> np.ndarray:
+    ax = session.np_axis
+    out = np.zeros(ref3d.shape, bool)
+    for s in _slices(ref3d, ax):
+        insert_slice(out, ax, s, box_mask(session, s, extract_slice(ref3d, ax, s), selection))
+    return out
+
+
+def next_slice(pred: np.ndarray, ref3d: np.ndarray, ax: int, taken) -> Optional[int]:
+    """The non-key slice with the largest error volume (ties: the lowest index); None when nothing is wrong."""
+    other = tuple(a for a in range(3) if a != ax)
+    errors = np.logical_xor(pred, ref3d).sum(axis=other)
+    for s in taken:
+        errors[s] = 0
+    if errors.max() <= 0:
+        return None
+    return int(np.argmax(errors))
+
+
+def run_interactive_3d(session: VolumeSession, ref3d: np.ndarray, max_interactions: int,
+                       settings: Optional[KeySliceSettings] = None, tolerance: float = 2.0,
+                       selection: str = SCORE, oracle: Optional[np.ndarray] = None) -> Interactive3D:
+    """Simulate up to ``max_interactions`` rounds on one structure (``ref3d`` bool on the volume's grid)."""
+    ref3d = np.asarray(ref3d, bool)
+    ax = session.np_axis
+    slices = _slices(ref3d, ax)
+    if not slices:
+        raise ValueError("the reference structure is empty")
+    if max_interactions < 1:
+        raise ValueError("max_interactions must be at least 1")
+    spacing = tuple(float(v) for v in session.volume.spacing_kji)
+    if oracle is None:
+        oracle = oracle_volume(session, ref3d, selection)
+    ov = metrics.compute_all(oracle, ref3d, spacing=spacing, tolerance_mm=tolerance)
+    keys: Dict[int, np.ndarray] = {}
+    rounds: List[Round] = []
+    index, action = seed_slice(slices), BOX
+    while True:
+        ref2d = extract_slice(ref3d, ax, index)
+        keys[index] = box_mask(session, index, ref2d, selection) if action == BOX else np.zeros(ref2d.shape, bool)
+        if any(m.any() for m in keys.values()):
+            res = segment_from_key_slices(session.backend, session.picture, session.n_slices, keys, settings)
+            pred, stopped = res.to_volume(ref3d.shape, ax), "; ".join(f"{d}: {w}" for d, w in
+                                                                      sorted(res.stopped.items()))
+        else:  # the model gave nothing for the first box
+            pred, stopped = np.zeros(ref3d.shape, bool), f"the box on slice {index} gave an empty mask"
+        v = metrics.compute_all(pred, ref3d, spacing=spacing, tolerance_mm=tolerance)
+        rounds.append(Round(len(rounds) + 1, index, action, v["dice"], v["nsd"], v["hd95"], pred, stopped))
+        if len(rounds) >= max_interactions:
+            break
+        nxt = next_slice(pred, ref3d, ax, keys)
+        if nxt is None:
+            break
+        index = nxt
+        action = BOX if extract_slice(ref3d, ax, index).any() else ABSENT
+    last = rounds[-1]
+    while len(rounds) < max_interactions:  # nothing left to correct: later counts keep the result
+        rounds.append(Round(len(rounds) + 1, last.slice, "none", last.dice, last.nsd, last.hd95, last.pred,
+                            last.stopped))
+    return Interactive3D(rounds, {k: ov[k] for k in ("dice", "nsd", "hd95")}, len(slices), slices)

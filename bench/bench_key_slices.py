@@ -1,0 +1,97 @@
+"""Key-slice prompting with a simulated user in 3D, on the shared volumes: the table of issue 11.
+
+For each structure: its slice count, the per-slice-box oracle's 3D Dice, the 3D Dice after 1..N simulated boxes
+(``samed.evaluation.interactive_3d``: each next box on the slice with the largest error volume; a slice past
+the object's end is marked absent), and the boxes needed to reach 0.9 and 0.95 x the oracle.
+
+    nice -n 10 python bench/bench_key_slices.py [--engine auto|torch] [--rounds 5] [--only NAME ...]
+
+Structures: mr-brain-tumor tumour, ct-abdomen liver (5) and spleen (1), mr-abdomen liver, spleen, kidneys
+(2, 3), and the lungs of slicerio's CTChest4 (its Slicer-made segmentation).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "SegmentAnythingMed"))
+
+from samed.core import io  # noqa: E402
+from samed.core.volume_session import VolumeSession  # noqa: E402
+from samed.evaluation.interactive_3d import run_interactive_3d  # noqa: E402
+
+VOLUMES = Path("/work/shared/data/volumes")
+STRUCTURES = [  # (name, volume folder or "CTChest4", label value or segment name, intensity mode)
+    ("mr-brain-tumor tumour", "mr-brain-tumor", 1, "auto"),
+    ("ct-abdomen liver", "ct-abdomen", 5, "auto"),
+    ("ct-abdomen spleen", "ct-abdomen", 1, "auto"),
+    ("mr-abdomen liver", "mr-abdomen", 5, "auto"),
+    ("mr-abdomen spleen", "mr-abdomen", 1, "auto"),
+    ("mr-abdomen kidney_right", "mr-abdomen", 2, "auto"),
+    ("mr-abdomen kidney_left", "mr-abdomen", 3, "auto"),
+    ("CTChest4 right lung", "CTChest4", "right lung", "minmax"),  # minmax: as the README demo (lungs not black)
+    ("CTChest4 left lung", "CTChest4", "left lung", "minmax"),
+]
+
+
+def load(folder: str, label):
+    """(volume, reference mask on its grid)."""
+    if folder == "CTChest4":
+        import slicerio
+
+        volume = io.read_volume(slicerio.get_testdata_file("CTChest4.nrrd"))
+        seg = slicerio.get_testdata_file("Segmentation.seg.nrrd")
+        mask, grid, _ = io.reference_mask(seg, label)
+        return volume, io.resample_to(grid.with_array(mask.astype(np.uint8)), volume).array > 0
+    d = VOLUMES / folder
+    image = next(p for p in sorted(d.iterdir()) if p.name.startswith("image."))
+    labels = next(p for p in sorted(d.iterdir()) if p.name.startswith("label."))
+    volume = io.read_volume(image)
+    lab = io.resample_to(io.read_volume(labels), volume).array
+    return volume, np.asarray(lab) == label
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--engine", default=None, help="auto (default) or torch, onnx, openvino")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only", nargs="*", default=None, help="structure names containing these words")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    from samed.backends import create_backend
+
+    backend = create_backend("local", "litemedsam", None, None, None, engine=args.engine)
+    engine = backend.info()["models"]["litemedsam"].get("engine", "?")
+    rounds = args.rounds
+    head = f"{'structure':26s} {'slices':>6s} {'oracle':>7s} " + " ".join(f"{f'{k} box':>7s}" for k in
+                                                                          range(1, rounds + 1))
+    print(f"engine {engine}\n{head} {'->0.9':>6s} {'->0.95':>6s} {'s':>6s}")
+    sessions = {}
+    for name, folder, label, intensity in STRUCTURES:
+        if args.only and not any(w in name for w in args.only):
+            continue
+        t0 = time.perf_counter()
+        if (folder, intensity) not in sessions:
+            volume, _ = load(folder, label)
+            sessions[(folder, intensity)] = VolumeSession(volume, backend, intensity_mode=intensity)
+        session = sessions[(folder, intensity)]
+        _, ref = load(folder, label)
+        res = run_interactive_3d(session, ref, rounds)
+        dices = " ".join(f"{r.dice:7.3f}" for r in res.rounds)
+        to9, to95 = res.boxes_to(0.9), res.boxes_to(0.95)
+        print(f"{name:26s} {res.oracle_boxes:6d} {res.oracle['dice']:7.3f} {dices} {str(to9 or '>'):>6s} "
+              f"{str(to95 or '>'):>6s} {time.perf_counter() - t0:6.1f}", flush=True)
+        if args.verbose:
+            for r in res.rounds:
+                print(f"    {r.interactions}: {r.action} on {r.slice}: dice {r.dice:.3f} ({r.stopped})")
+    backend.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
