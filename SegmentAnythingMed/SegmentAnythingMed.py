@@ -20,7 +20,9 @@ from SegmentAnythingMedLib.scene_nodes import label_choices, node_choices, segme
 from SegmentAnythingMedLib.self_test_scenario import run_ctchest_scenario
 from SegmentAnythingMedLib.worker import DONE, FAILED, PROGRESS
 
-EFFECT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SegmentAnythingMedLib",
+# The file given to qSlicerSegmentEditorScriptedEffect.setPythonSource: in a folder of its own, because Slicer names
+# the effect's Python module after that folder (see the file's docstring).
+EFFECT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SegmentEditorSegmentAnythingMedLib",
                              "SegmentEditorEffect.py")
 
 

@@ -1,17 +1,20 @@
 """Fakes of Slicer's scripted Segment Editor effect machinery for pytest (part of tests/slicer_fakes.py's environment):
 ``SegmentEditorEffects.AbstractScriptedSegmentEditorEffect``, the C++ adaptor
-``qSlicerSegmentEditorScriptedEffect`` (its editing calls go to a real vtkSlicerSegmentEditorLogic, as the C++
-does), ``slicer.qSlicerSegmentEditorAbstractEffect``'s ModificationMode values, the effect factory, and a slice
-view widget holding a real vtkMRMLSliceNode. ``slicer_fakes.install()`` puts them in place.
+``qSlicerSegmentEditorScriptedEffect`` (it loads the effect as the C++ does in the loader generation chosen by
+``LOADER["generation"]``, tests/slicer_fake_editor.py; its editing calls go to a real vtkSlicerSegmentEditorLogic, as
+the C++ does), ``slicer.qSlicerSegmentEditorAbstractEffect``'s ModificationMode values, the effect factory, and the
+slice view widget Slicer passes to effects (a real vtkMRMLSliceNode, or a real slice logic and interactor from
+tests/slicer_scenes.py's SliceView). ``slicer_fakes.install()`` puts them in place.
 """
 from __future__ import annotations
-
-import importlib.util
 
 import slicer
 import vtk
 
 import slicer_fake_qt
+from slicer_fake_editor import set_python_source
+
+LOADER = {"generation": "5.10"}  # Slicer's current loader; tests replay "5.2" (5.2-5.8) too
 
 
 class AbstractScriptedSegmentEditorEffect:
@@ -23,7 +26,7 @@ class AbstractScriptedSegmentEditorEffect:
     def register(self):
         slicer.qSlicerSegmentEditorEffectFactory.instance().registerEffect(self.scriptedEffect)
 
-    def cleanup(self):
+    def cleanup(self):  # 5.10+ only (commit 64cfcfc6a2)
         pass
 
     def xyToRas(self, xy, viewWidget):
@@ -61,6 +64,10 @@ class ScriptedEffectAdaptor(slicer_fake_qt.QObject):
 
     def __init__(self, parent=None):
         super().__init__()
+        self.setParent(parent)
+        self.generation = LOADER["generation"]
+        self._source = ""
+        self._options_frame = slicer_fake_qt.QFrame(self)
         self.name = ""
         self.title = ""
         self.perSegment = True
@@ -73,14 +80,39 @@ class ScriptedEffectAdaptor(slicer_fake_qt.QObject):
 
     # loading
     def setPythonSource(self, path):
-        spec = importlib.util.spec_from_file_location("SegmentEditorEffect", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        self._python = module.SegmentEditorEffect(self)
+        instance = set_python_source(self, path, self.generation)
+        if instance is None:
+            return False
+        self._python = instance
+        self._source = path
         return True
+
+    def pythonSource(self):
+        return self._source
 
     def self(self):
         return self._python
+
+    def cleanup(self):  # qSlicerSegmentEditorScriptedEffect::cleanup, 5.10+ (calls the Python method)
+        if self.generation == "5.2":
+            raise AttributeError("qSlicerSegmentEditorScriptedEffect has no cleanup() before Slicer 5.10")
+        self._python.cleanup()
+
+    def delete(self):
+        """C++ ``delete effect``: the options frame and every child go, and the adaptor's reference to the Python
+        object (qSlicerPythonCppAPI) is dropped."""
+        self._python = None
+        super().delete()
+
+    def interactionNodeModified(self, interactionNode):
+        """The C++ calls the Python method; if there is none, the base class: any mode but ViewTransform selects no
+        effect (qSlicerSegmentEditorAbstractEffect::interactionNodeModified, v5.10.0)."""
+        method = getattr(self._python, "interactionNodeModified", None)
+        if method is not None:
+            return method(interactionNode)
+        if interactionNode is not None and \
+                interactionNode.GetCurrentInteractionMode() != slicer.vtkMRMLInteractionNode.ViewTransform:
+            self.selectEffect("")
 
     # wiring done by the Segment Editor widget in Slicer
     def setSegmentEditorLogic(self, logic):
@@ -132,11 +164,21 @@ class ScriptedEffectAdaptor(slicer_fake_qt.QObject):
     def setNodeReference(self, name, node):
         self._node.SetNodeReferenceID(self._key(name), node.GetID() if node is not None else None)
 
-    # options frame
+    # options frame (the widgets become children of the effect's options frame, deleted with the effect)
+    def optionsFrame(self):
+        return self._options_frame
+
+    def _adopt(self, widget):
+        parts = widget.widgets() if hasattr(widget, "widgets") else [widget]
+        for part in parts:
+            part.setParent(self._options_frame)
+
     def addOptionsWidget(self, widget):
+        self._adopt(widget)
         self.options.append(widget)
 
     def addLabeledOptionsWidget(self, label, widget):
+        self._adopt(widget)
         self.options.append((label, widget))
         return widget
 
@@ -185,7 +227,7 @@ class ScriptedEffectAdaptor(slicer_fake_qt.QObject):
         self.render_requests += 1
 
     def selectEffect(self, name):
-        pass
+        self.emit("selectEffectSignal(QString)", name)  # connected to the editor widget's setActiveEffectByName
 
 
 class FakeSliceLogic:
@@ -200,15 +242,21 @@ class FakeSliceLogic:
 
 
 class FakeSliceView:
+    def __init__(self):
+        self.render_requests = 0
+
     def scheduleRender(self):
-        pass
+        self.render_requests += 1
 
 
 class FakeSliceWidget:
-    """The view widget Slicer passes to processInteractionEvents: here a holder of a real vtkMRMLSliceNode."""
+    """The qMRMLSliceWidget Slicer passes to processInteractionEvents: its slice logic (a holder of a real
+    vtkMRMLSliceNode, or a real vtkMRMLSliceLogic) and, for a real view, its real interactor."""
 
-    def __init__(self, slice_node):
-        self._logic = FakeSliceLogic(slice_node)
+    def __init__(self, slice_node, slice_logic=None, interactor=None):
+        self._logic = slice_logic if slice_logic is not None else FakeSliceLogic(slice_node)
+        self._interactor = interactor
+        self._view = FakeSliceView()
 
     def className(self):
         return "qMRMLSliceWidget"
@@ -216,8 +264,14 @@ class FakeSliceWidget:
     def sliceLogic(self):
         return self._logic
 
+    def mrmlSliceNode(self):
+        return self._logic.GetSliceNode()
+
     def sliceView(self):
-        return FakeSliceView()
+        return self._view
+
+    def interactor(self):
+        return self._interactor
 
 
 def interactor(x, y, control=False):

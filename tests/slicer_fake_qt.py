@@ -16,6 +16,8 @@ from slicer_fake_qt_core import (QApplication, QCursor, QFileDialog, QIcon, QMes
 class QWidget(QObject):
     def __init__(self, *args, **kwargs):
         super().__init__()
+        if args and isinstance(args[-1], QObject):  # QWidget(parent), QLabel(text, parent), ...
+            self.setParent(args[-1])
         self.enabled = True
         self.visible = True
         self.toolTip = ""
@@ -52,6 +54,63 @@ class QWidget(QObject):
 
     def setSizePolicy(self, *args):
         pass
+
+
+class QFrame(QWidget):
+    pass
+
+
+class qMRMLNodeComboBox(QWidget):
+    """slicer.qMRMLNodeComboBox on a real scene (Libs/MRML/Widgets/qMRMLNodeComboBox.cxx, v5.10.0): lists the scene's
+    nodes of ``nodeTypes`` (hidden-from-editors ones only with ``showHidden``), "None" first with ``noneEnabled``.
+    ``setCurrentNode`` of a node it does not list selects None (setCurrentNodeIDInternal); a node removed from the
+    scene is no longer current."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.nodeTypes = []
+        self.noneEnabled = False
+        self.addEnabled = True
+        self.removeEnabled = True
+        self.renameEnabled = False
+        self.showHidden = False
+        self._scene = None
+        self._current_id = None
+
+    def setMRMLScene(self, scene):
+        self._scene = scene
+        if self._current_id is None and not self.noneEnabled and self.nodes():
+            self._current_id = self.nodes()[0].GetID()
+
+    def mrmlScene(self):
+        return self._scene
+
+    def nodes(self):
+        if self._scene is None:
+            return []
+        out = []
+        for n in range(self._scene.GetNumberOfNodes()):
+            node = self._scene.GetNthNode(n)
+            if any(node.IsA(t) for t in self.nodeTypes) and (self.showHidden or not node.GetHideFromEditors()):
+                out.append(node)
+        return out
+
+    def currentNode(self):
+        return next((n for n in self.nodes() if n.GetID() == self._current_id), None)
+
+    def currentNodeID(self):
+        node = self.currentNode()
+        return node.GetID() if node is not None else ""
+
+    def setCurrentNode(self, node):
+        listed = node is not None and any(n is node for n in self.nodes())
+        old = self.currentNode()
+        self._current_id = node.GetID() if listed else None
+        if self.currentNode() is not old:
+            self.emit("currentNodeChanged(vtkMRMLNode*)", self.currentNode())
+
+    def setCurrentNodeID(self, node_id):
+        self.setCurrentNode(self._scene.GetNodeByID(node_id) if self._scene is not None and node_id else None)
 
 
 class QLabel(QWidget):
@@ -279,6 +338,17 @@ class _Layout(QObject):
 
     def addWidget(self, widget, *args):
         self.items.append(widget)
+
+    def widgets(self):
+        """Every widget in this layout and the layouts in it (Qt reparents them to the widget the layout is set on)."""
+        out = []
+        for item in self.items:
+            for part in (item if isinstance(item, tuple) else (item,)):
+                if isinstance(part, _Layout):
+                    out += part.widgets()
+                elif isinstance(part, QObject):
+                    out.append(part)
+        return out
 
     def addLayout(self, layout, *args):
         self.items.append(layout)

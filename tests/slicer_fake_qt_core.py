@@ -8,12 +8,39 @@ from collections import defaultdict
 
 
 class QObject:
+    """PythonQt's view of a QObject: string signals, and the C++ object's life (parent, children, deletion).
+
+    ``delete()`` (test helper) is what C++ ``delete`` or a parent's deletion does: children go too, and so do the
+    signal connections from the object, with the Python callables they hold (PythonQt's PythonQtSignalReceiver is
+    a child of the sender, PythonQt/src/PythonQtSignalReceiver.cpp). A timer without a parent lives as long as its
+    Python wrapper, and its connection keeps the callable's object alive."""
+
     def __init__(self, *args, **kwargs):
         self._slots = defaultdict(list)
         self._blocked = False
+        self._children = []
+        self._parent = None
+        self.deleted = False
         self.objectName = ""
 
+    def setParent(self, parent):
+        if parent is not None and not isinstance(parent, QObject):
+            raise TypeError(f"setParent: {type(parent).__name__} is not a QObject")  # PythonQt's argument check
+        if self._parent is not None and self in self._parent._children:
+            self._parent._children.remove(self)
+        self._parent = parent
+        if parent is not None:
+            parent._children.append(self)
+
+    def parent(self):
+        return self._parent
+
+    def children(self):
+        return list(self._children)
+
     def connect(self, signal, slot):
+        if self.deleted:
+            raise RuntimeError("Trying to call 'connect' on a destroyed QObject")  # PythonQt's message
         self._slots[signal].append(slot)
         return True
 
@@ -24,7 +51,7 @@ class QObject:
             self._slots[signal].remove(slot)
 
     def emit(self, signal, *args):
-        if self._blocked:
+        if self._blocked or self.deleted:
             return
         for slot in list(self._slots.get(signal, [])):
             slot(*args)
@@ -37,12 +64,26 @@ class QObject:
         self.objectName = name
 
     def deleteLater(self):
+        self.delete()
+
+    def delete(self):
+        """Test helper: the C++ object is deleted (children first, as ~QObject does)."""
+        if self.deleted:
+            return
+        self.emit("destroyed()")
+        for child in list(self._children):
+            child.delete()
+        self._children = []
         self._slots.clear()
+        self.deleted = True
+        if self._parent is not None and self in self._parent._children:
+            self._parent._children.remove(self)
 
 
 class QTimer(QObject):
-    def __init__(self, *args):
+    def __init__(self, parent=None):
         super().__init__()
+        self.setParent(parent)
         self.interval = 0
         self.singleShot = False
         self.active = False
@@ -56,13 +97,17 @@ class QTimer(QObject):
     def start(self, ms=None):
         if ms is not None:
             self.interval = ms
-        self.active = True
+        self.active = not self.deleted
 
     def stop(self):
         self.active = False
 
     def isActive(self):
         return self.active
+
+    def delete(self):
+        self.active = False  # ~QTimer stops it
+        super().delete()
 
     def fire(self):
         """Test helper: what the event loop does when the interval has passed."""

@@ -29,7 +29,7 @@ import vtk
 
 import slicer_fake_qt
 from slicer_fake_effects import (AbstractEffectEnums, AbstractScriptedSegmentEditorEffect,  # noqa: F401 (re-exported)
-                                 EffectFactory, FakeSliceWidget, ScriptedEffectAdaptor, interactor)
+                                 EffectFactory, FakeSliceWidget, LOADER, ScriptedEffectAdaptor, interactor)
 
 MODULE_LOGICS = {  # slicer.modules name -> (logic class, name the application logic knows it by)
     "volumes": ("vtkSlicerVolumesLogic", "Volumes"),
@@ -230,4 +230,5 @@ def install():
     sys.modules["qSlicerSegmentationsEditorEffectsPythonQt"] = adaptors
     slicer.qSlicerSegmentEditorAbstractEffect = AbstractEffectEnums
     slicer.qSlicerSegmentEditorEffectFactory = EffectFactory
+    slicer.qMRMLNodeComboBox = slicer_fake_qt.qMRMLNodeComboBox
     return qt

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import slicer
 import slicer.util
+import vtk
 
 import slicer_fakes
+from slicer_fake_editor import SegmentEditorWidget
 from samed.core.backend import Backend, EmbeddingHandle, check_image, image_key
 from samed.core.prompts import Prediction
 
@@ -123,9 +125,11 @@ def provider():
 
 
 class EffectHarness:
-    """What Slicer's Segment Editor widget does for an effect: wiring it to a logic and a segment editor node."""
+    """What Slicer does for an effect: the module registers it (setPythonSource in the loader ``generation``, see
+    tests/slicer_fake_editor.py), a Segment Editor widget clones it, wires the clone to its logic and editor node and
+    activates it. ``editor`` is that widget, ``adaptor`` the clone, ``effect`` the clone's Python object."""
 
-    def __init__(self, env, volume_node, segmentation_node, segment_id):
+    def __init__(self, env, volume_node, segmentation_node, segment_id, generation=None):
         import SegmentAnythingMed as module
 
         self.env = env
@@ -138,11 +142,17 @@ class EffectHarness:
         self.logic.SetSegmentationNode(segmentation_node)
         self.logic.SetSourceVolumeNode(volume_node)
         self.logic.SetCurrentSegmentID(segment_id)
-        self.adaptor = slicer_fakes.ScriptedEffectAdaptor(None)
-        self.adaptor.setPythonSource(module.EFFECT_SOURCE)
-        self.activate()
+        generation = generation or slicer_fakes.LOADER["generation"]
+        self.registered = slicer_fakes.ScriptedEffectAdaptor(None)
+        self.registered.generation = generation
+        assert self.registered.setPythonSource(module.EFFECT_SOURCE), "the effect did not load (see the log)"
+        self.editor = SegmentEditorWidget(env, self.editor_node, self.logic, generation)
+        self.adaptor = self.editor.add_effect(self.registered)
+        self.editor.setActiveEffectByName("Segment Anything")
+        self.effect = self.adaptor.self()
 
     def activate(self):
+        """Wire ``self.adaptor`` directly (without the editor widget) and activate it."""
         self.adaptor.setSegmentEditorLogic(self.logic)
         self.adaptor.setParameterSetNode(self.editor_node)
         self.effect = self.adaptor.self()
@@ -151,3 +161,59 @@ class EffectHarness:
         self.effect.updateGUIFromMRML()
         self.effect.activate()
         return self.effect
+
+
+class SliceView:
+    """A real Slicer slice view without Qt, built as trame-slicer 2.0.0 builds one (trame_slicer/views/slice_view.py,
+    abstract_view.py): a vtkMRMLSliceLogic, slice displayable managers in a vtkMRMLDisplayableManagerGroup on an
+    off-screen render window, and vtkMRMLSliceViewInteractorStyle on the interactor. Events enter through the
+    interactor, as VTK's QVTKInteractorAdapter puts Qt's mouse events there (a double click arrives as
+    LeftButtonDoubleClickEvent in place of the second press), and reach Slicer's own widgets: the slice
+    intersection widget (zoom, pan, maximize) of the crosshair displayable manager, the markups widgets."""
+
+    MANAGERS = ("vtkMRMLCrosshairDisplayableManager", "vtkMRMLSegmentationsDisplayableManager2D",
+                "vtkMRMLMarkupsDisplayableManager")
+
+    def __init__(self, env, name="Red", size=(400, 300)):
+        self.renderer = vtk.vtkRenderer()
+        self.window = vtk.vtkRenderWindow()
+        self.window.SetOffScreenRendering(1)
+        self.window.AddRenderer(self.renderer)
+        self.window.SetSize(*size)
+        self.interactor = vtk.vtkGenericRenderWindowInteractor()
+        self.interactor.SetRenderWindow(self.window)
+        factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
+        factory.SetMRMLApplicationLogic(env.app_logic)
+        for manager in self.MANAGERS:
+            if not factory.IsDisplayableManagerRegistered(manager):
+                factory.RegisterDisplayableManager(manager)
+        self.managers = slicer.vtkMRMLDisplayableManagerGroup()
+        self.managers.SetRenderer(self.renderer)
+        self.managers.Initialize(factory, self.renderer)
+        self.logic = slicer.vtkMRMLSliceLogic()
+        self.logic.SetMRMLApplicationLogic(env.app_logic)
+        env.app_logic.GetSliceLogics().AddItem(self.logic)
+        self.logic.SetMRMLScene(env.scene)
+        self.node = self.logic.AddSliceNode(name)
+        self.node.SetDimensions(size[0], size[1], 1)
+        self.managers.SetMRMLDisplayableNode(self.node)
+        self.style = slicer.vtkMRMLSliceViewInteractorStyle()
+        self.style.SetSliceLogic(self.logic)
+        self.style.SetDisplayableManagers(self.managers)
+        self.interactor.SetInteractorStyle(vtk.vtkInteractorStyleUser())
+        self.style.SetInteractor(self.interactor)
+        self.widget = slicer_fakes.FakeSliceWidget(self.node, self.logic, self.interactor)
+
+    def event(self, name, xy, control=False, shift=False, alt=False):
+        """One interactor event (``name``: a vtkCommand event name) at display position ``xy``."""
+        self.interactor.SetEventInformation(int(round(xy[0])), int(round(xy[1])), int(control), int(shift), "\0", 0)
+        self.interactor.SetAltKey(int(alt))
+        self.interactor.InvokeEvent(getattr(vtk.vtkCommand, name))
+
+    def intersection_widget(self):
+        return self.managers.GetDisplayableManagerByClassName(
+            "vtkMRMLCrosshairDisplayableManager").GetSliceIntersectionWidget()
+
+    def ras_to_xy(self, ras):
+        xy_to_ras = np.array([[self.node.GetXYToRAS().GetElement(i, j) for j in range(4)] for i in range(4)])
+        return (np.linalg.inv(xy_to_ras) @ [*ras, 1.0])[:2]

@@ -9,8 +9,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "SegmentAnythingMed"
+EFFECT_DIR = MODULE_DIR / "SegmentEditorSegmentAnythingMedLib"  # the file Slicer loads as the effect, alone
 OURS = [MODULE_DIR / "SegmentAnythingMed.py", *sorted((MODULE_DIR / "SegmentAnythingMedLib").glob("*.py")),
-        *sorted((MODULE_DIR / "Testing").rglob("*.py"))]
+        *sorted(EFFECT_DIR.glob("*.py")), *sorted((MODULE_DIR / "Testing").rglob("*.py"))]
 
 
 def shipped_python_files():
@@ -84,7 +85,7 @@ def test_shipped_python_parses_as_python_3_9(path):
 def test_slicer_side_has_no_bare_except_and_no_qt_outside_the_qt_layer(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
     assert not [h for h in ast.walk(tree) if isinstance(h, ast.ExceptHandler) and h.type is None], "bare except"
-    qt_layer = {"SegmentAnythingMed.py", "SegmentEditorEffect.py"}
+    qt_layer = {"SegmentAnythingMed.py", "segment_editor_effect.py"}
     if path.name not in qt_layer and path.parent.name == "SegmentAnythingMedLib":
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                     for a in (n.names if isinstance(n, ast.Import) else [type("m", (), {"name": n.module or ""})])}
@@ -99,3 +100,20 @@ def test_docs_describe_installing_and_show_a_result_picture():
         assert topic in text, topic
     with Image.open(ROOT / "docs" / "images" / "result.png") as image:
         assert image.format == "PNG" and image.size[0] >= 400
+
+
+def test_the_effect_file_slicer_loads_is_alone_in_its_folder_and_only_imports_the_class():
+    """setPythonSource names the effect's module after the file's folder; 5.10+ replace sys.modules[<folder>] by that
+    file (tests/test_slicer_loading.py replays it). So: a folder of its own, no package there, one import."""
+    import slicer_fakes
+
+    slicer_fakes.install()
+    import SegmentAnythingMed as module
+
+    assert Path(module.EFFECT_SOURCE) == EFFECT_DIR / "SegmentEditorEffect.py"
+    assert sorted(p.name for p in EFFECT_DIR.iterdir() if p.name != "__pycache__") == ["SegmentEditorEffect.py"]
+    tree = ast.parse((EFFECT_DIR / "SegmentEditorEffect.py").read_text())
+    body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    assert len(body) == 1 and isinstance(body[0], ast.ImportFrom)
+    assert body[0].module.startswith("SegmentAnythingMedLib.") and [a.name for a in body[0].names] == \
+        ["SegmentEditorEffect"]

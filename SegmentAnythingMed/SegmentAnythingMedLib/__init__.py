@@ -1,7 +1,7 @@
 """SegmentAnythingMed's Slicer side.
 
-- ``SegmentEditorEffect.py``: the "Segment Anything" Segment Editor effect (the thin Qt layer; Slicer loads it with
-  ``qSlicerSegmentEditorScriptedEffect.setPythonSource``).
+- ``segment_editor_effect.py``: the "Segment Anything" Segment Editor effect (the thin Qt layer; Slicer loads it
+  through ``../SegmentEditorSegmentAnythingMedLib/SegmentEditorEffect.py``, see there why).
 - Every other module here is the MRML bridge: plain Python on ``slicer``/``vtk`` nodes and numpy arrays, no Qt, so
   that pytest reaches it on a real MRML scene from ``slicer-core``.
 

@@ -115,11 +115,7 @@ class ModuleLogic:
     @staticmethod
     def segmentWithEffect(effect, sliceNode, roiNode, propagate=True, timeout=600.0):
         """Run the effect as a user would: ROI chosen, Segment from markups, Propagate, Apply. Returns status."""
-        index = effect.roiCombo.findData(roiNode.GetID())
-        if index < 0:
-            effect.updateGUIFromMRML()
-            index = effect.roiCombo.findData(roiNode.GetID())
-        effect.roiCombo.setCurrentIndex(index)
+        effect.roiSelector.setCurrentNode(roiNode)
         effect.onSegmentFromMarkups(sliceNode)
         session = effect.session
         session.wait(timeout)

@@ -72,13 +72,19 @@ class EditSession:
     # ---------------------------------------------------------------------------------------- source and state
 
     def set_source(self, volume_node, segmentation_node=None, segment_id: str = "") -> None:
-        """The volume to segment and the segment that Apply writes to (a change of volume drops the preview)."""
-        if volume_node is not self.volume_node:
-            self.cancel()
+        """The volume to segment and the segment that Apply writes to.
+
+        Another volume drops the preview (it was made on the old one's voxels). No volume (the Segment Editor's
+        selector passing through none while the user switches segmentation) and another segmentation or segment
+        keep it: Apply writes it into whichever segment is selected then."""
+        if volume_node is not None and volume_node is not self.volume_node:
+            if self.volume_node is not None:
+                self.cancel()
             self.volume_node = volume_node
             self._snapshot = None
-        self.segmentation_node = segmentation_node
-        self.segment_id = segment_id or ""
+        if segmentation_node is not None:
+            self.segmentation_node = segmentation_node
+            self.segment_id = segment_id or ""
 
     def snapshot(self) -> VolumeSnapshot:
         if self.volume_node is None:
@@ -242,8 +248,13 @@ class EditSession:
                 messages.append(self.status)
                 continue
             if event.kind == DONE and event.value.request.generation == self.generation:
-                message = (self._accept_propagation(event.value) if kind == "propagate"
-                           else self._accept_prompt(event.value, current=kind == "prompt"))
+                try:
+                    message = (self._accept_propagation(event.value) if kind == "propagate"
+                               else self._accept_prompt(event.value, current=kind == "prompt"))
+                except Exception as exc:  # the masks are kept (accepted before the preview is drawn): say so
+                    logging.error("Segment Anything: showing the result of %s failed", event.label, exc_info=True)
+                    message = (f"{event.label} finished but its preview could not be shown ({describe_error(exc)}); "
+                               f"the result is kept: Apply writes it")
                 self.status = message
                 messages.append(message)
         return messages

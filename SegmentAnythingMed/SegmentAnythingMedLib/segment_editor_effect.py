@@ -1,5 +1,5 @@
-"""The "Segment Anything" Segment Editor effect: Slicer loads this file with
-``qSlicerSegmentEditorScriptedEffect.setPythonSource`` (see SegmentAnythingMed.py).
+"""The "Segment Anything" Segment Editor effect. Slicer loads it through
+``SegmentEditorSegmentAnythingMedLib/SegmentEditorEffect.py`` (see that file for why it lives there).
 
 This is the thin Qt layer: widgets, view events and a timer. Every decision lives in the bridge modules of this
 package (``session``, ``gestures``, ``effect_parameters``, ...), where pytest reaches it.
@@ -8,7 +8,6 @@ import logging
 import os
 
 import qt
-import vtk
 
 import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
@@ -16,10 +15,9 @@ from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 from SegmentAnythingMedLib.backend_settings import shared_provider
 from SegmentAnythingMedLib.effect_parameters import (APPLY_CHOICES, DEFAULTS, INTENSITY_CHOICES, RANGE_CHOICES,
                                                      options_from_parameters, read_parameters)
-from SegmentAnythingMedLib.gestures import BOX, SliceGestures
+from SegmentAnythingMedLib.gestures import BOX, SliceGestures, markups_handle_hovered, markups_slice_node
 from SegmentAnythingMedLib.preview import SegmentPreview
 from SegmentAnythingMedLib.rubber_band import RubberBand
-from SegmentAnythingMedLib.scene_nodes import node_choices
 from SegmentAnythingMedLib.segment_writer import EffectEditTarget
 from SegmentAnythingMedLib.session import USER_ERRORS, EditSession, describe_error
 from SegmentAnythingMedLib.worker import shared_worker
@@ -42,12 +40,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.timer = None
         self.target = EffectEditTarget(scriptedEffect)
         self.rubberBands = {}  # view widget -> RubberBand drawn in it
+        self.lastSliceNode = None  # the slice view the user last worked in ("Segment from markups" prompts there)
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
 
         cloned = effects.qSlicerSegmentEditorScriptedEffect(None)
-        cloned.setPythonSource(__file__.replace("\\", "/"))
+        cloned.setPythonSource(self.scriptedEffect.pythonSource())  # SegmentEditorSegmentAnythingMedLib/...
         return cloned
 
     def icon(self):
@@ -63,6 +62,16 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 "<b>Cancel</b>. Set the backend (in-process or a model service) in the SegmentAnythingMed module.")
 
     # ------------------------------------------------------------------------------------------------ widgets
+
+    def _nodeSelector(self, nodeType, toolTip):
+        selector = slicer.qMRMLNodeComboBox()
+        selector.nodeTypes = [nodeType]
+        selector.noneEnabled = True
+        selector.addEnabled = False
+        selector.removeEnabled = False
+        selector.setToolTip(toolTip)
+        selector.setMRMLScene(slicer.mrmlScene)
+        return selector
 
     def _combo(self, choices):
         combo = qt.QComboBox()
@@ -85,12 +94,15 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         windowRow.addWidget(self.levelSpin)
         self.scriptedEffect.addLabeledOptionsWidget("Window / level:", windowRow)
 
-        self.includeCombo, self.excludeCombo, self.roiCombo = qt.QComboBox(), qt.QComboBox(), qt.QComboBox()
-        self.scriptedEffect.addLabeledOptionsWidget("Include points:", self.includeCombo)
-        self.scriptedEffect.addLabeledOptionsWidget("Exclude points:", self.excludeCombo)
-        self.scriptedEffect.addLabeledOptionsWidget("ROI:", self.roiCombo)
+        self.includeSelector = self._nodeSelector("vtkMRMLMarkupsFiducialNode", "Point list of include points")
+        self.excludeSelector = self._nodeSelector("vtkMRMLMarkupsFiducialNode", "Point list of exclude points")
+        self.roiSelector = self._nodeSelector("vtkMRMLMarkupsROINode", "ROI: its box on each slice it crosses")
+        self.scriptedEffect.addLabeledOptionsWidget("Include points:", self.includeSelector)
+        self.scriptedEffect.addLabeledOptionsWidget("Exclude points:", self.excludeSelector)
+        self.scriptedEffect.addLabeledOptionsWidget("ROI:", self.roiSelector)
         self.markupsButton = qt.QPushButton("Segment from markups")
-        self.markupsButton.setToolTip("Prompt the slice under the view from the chosen point lists and ROI")
+        self.markupsButton.setToolTip("Prompt the slice shown in the view you last worked in from the chosen point "
+                                      "lists and ROI")
         self.allSlicesCheckBox = qt.QCheckBox("every slice they reach")
         self.allSlicesCheckBox.setToolTip("Segment each slice the markups reach (an ROI: every slice it crosses, "
                                           "with its box there) instead of the slice under the view only")
@@ -148,7 +160,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.applyButton.connect("clicked()", self.onApply)
         self.cancelButton.connect("clicked()", self.onCancel)
 
-        self.timer = qt.QTimer()
+        # A child of the C++ effect: deleted with it, so that its connection to onPoll does not keep this object
+        # alive where Slicer never calls cleanup() (5.2-5.8; https://github.com/Slicer/Slicer/issues/7392).
+        self.timer = qt.QTimer(self.scriptedEffect)
         self.timer.setInterval(POLL_MS)
         self.timer.connect("timeout()", self.onPoll)
 
@@ -163,20 +177,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         index = combo.findData(key)
         combo.setCurrentIndex(index if index >= 0 else 0)
 
-    def _fill(self, combo, choices):
-        current = combo.itemData(combo.currentIndex) if combo.currentIndex >= 0 else ""
-        combo.clear()
-        for name, node_id in choices:
-            combo.addItem(name, node_id)
-        self._select(combo, current)
-
     def updateGUIFromMRML(self):
         if self.scriptedEffect.parameterSetNode() is None:
             return
         params = read_parameters(self.scriptedEffect.parameter)
         widgets = [self.intensityCombo, self.rangeCombo, self.applyModeCombo, self.windowSpin, self.levelSpin,
-                   self.firstSpin, self.lastSpin, self.includeCombo, self.excludeCombo, self.roiCombo,
-                   self.allSlicesCheckBox]
+                   self.firstSpin, self.lastSpin, self.allSlicesCheckBox]
         blocked = [w.blockSignals(True) for w in widgets]
         self._select(self.intensityCombo, params["IntensityMode"])
         self._select(self.rangeCombo, params["RangeMode"])
@@ -192,10 +198,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for spin, name in ((self.firstSpin, "RangeFirst"), (self.lastSpin, "RangeLast")):
             spin.setRange(0, top)
             spin.setValue(int(float(params[name])))
-        scene = self.scriptedEffect.scene()
-        self._fill(self.includeCombo, node_choices(scene, "vtkMRMLMarkupsFiducialNode"))
-        self._fill(self.excludeCombo, node_choices(scene, "vtkMRMLMarkupsFiducialNode"))
-        self._fill(self.roiCombo, node_choices(scene, "vtkMRMLMarkupsROINode"))
         for w, b in zip(widgets, blocked):
             w.blockSignals(b)
         self.windowSpin.setEnabled(params["IntensityMode"] == "window")
@@ -270,14 +272,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._refresh(self.session)
 
     def deactivate(self):
+        """Slicer deactivates the effect when the user leaves the Segment Editor, places markups (the base class's
+        interactionNodeModified selects no effect), switches segmentation or picks another effect. The preview and
+        a running job stay (as Fill between slices keeps its preview): Apply or Cancel decide, after re-activating."""
         self.gestures.cancel()
         for viewWidget, band in self.rubberBands.items():
             self.scriptedEffect.removeActor2D(viewWidget, band.actor)
         self.rubberBands = {}
-        if self.session is not None:
-            self.session.cancel()
-        if self.timer is not None:
-            self.timer.stop()
 
     def sourceVolumeNodeChanged(self):
         if self.session is not None:
@@ -285,51 +286,49 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self._refresh(self.session)
 
     def cleanup(self):
+        """Called by Slicer 5.10+ before it deletes the effect (not by 5.2-5.8): nothing can Apply the preview then."""
         self.deactivate()
+        if self.session is not None:
+            self.session.cancel()
         if self.timer is not None:
+            self.timer.stop()
             self.timer.disconnect("timeout()", self.onPoll)
 
     def onPoll(self):
         session = self.session
-        if session is None:
+        if session is not None:
+            self._run(session.poll)  # an error while showing a result is shown, not raised into Qt's event loop
+        if session is None or not session.busy:
             self.timer.stop()
-            return
-        session.poll()
-        if not session.busy:
-            self.timer.stop()
-        self._refresh(session)
 
     # ---------------------------------------------------------------------------------------------- view events
 
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
         if viewWidget.className() != "qMRMLSliceWidget":
             return False
+        sliceNode = viewWidget.sliceLogic().GetSliceNode()
+        self.lastSliceNode = sliceNode
         xy = callerInteractor.GetEventPosition()
-        control = bool(callerInteractor.GetControlKey())
-        other = bool(callerInteractor.GetShiftKey() or callerInteractor.GetAltKey())
-        if eventId == vtk.vtkCommand.LeftButtonPressEvent:
-            abort, action = self.gestures.left_press(xy, self.xyToRas(xy, viewWidget), control, other)
-            if abort:
-                self._rubberBand(viewWidget).start(xy)
-        elif eventId == vtk.vtkCommand.MouseMoveEvent:
-            abort, action = self.gestures.move(xy)
-            if abort and self.gestures.dragging:
-                self._rubberBand(viewWidget).update(xy)
-                self.scriptedEffect.scheduleRender(viewWidget)
-        elif eventId == vtk.vtkCommand.LeftButtonReleaseEvent:
-            abort, action = self.gestures.left_release(xy, self.xyToRas(xy, viewWidget))
-            self._rubberBand(viewWidget).hide()
-            self.scriptedEffect.scheduleRender(viewWidget)
-        elif eventId == vtk.vtkCommand.RightButtonPressEvent:
-            abort, action = self.gestures.right_press(xy, control or other)
-        elif eventId == vtk.vtkCommand.RightButtonReleaseEvent:
-            abort, action = self.gestures.right_release(xy, self.xyToRas(xy, viewWidget))
-        else:
-            return False
+        abort, action = self.gestures.process(
+            eventId, xy, lambda: self.xyToRas(xy, viewWidget), control=bool(callerInteractor.GetControlKey()),
+            other_modifier=bool(callerInteractor.GetShiftKey() or callerInteractor.GetAltKey()),
+            on_markups_handle=markups_handle_hovered(self.scriptedEffect.scene()))
+        self._drawRubberBand(viewWidget)
         if action is not None:
-            sliceNode = viewWidget.sliceLogic().GetSliceNode()
             self._run(lambda: self._prompt(action, sliceNode))
         return abort
+
+    def _drawRubberBand(self, viewWidget):
+        band = self.rubberBands.get(viewWidget)
+        if self.gestures.dragging:
+            band = self._rubberBand(viewWidget)
+            band.start(self.gestures.press_xy())
+            band.update(self.gestures.current_xy)
+        elif band is None or not band.actor.GetVisibility():
+            return
+        else:
+            band.hide()
+        self.scriptedEffect.scheduleRender(viewWidget)
 
     def _rubberBand(self, viewWidget):
         band = self.rubberBands.get(viewWidget)
@@ -348,18 +347,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # -------------------------------------------------------------------------------------------------- buttons
 
-    def _node(self, combo):
-        node_id = combo.itemData(combo.currentIndex) if combo.currentIndex >= 0 else ""
-        return self.scriptedEffect.scene().GetNodeByID(node_id) if node_id else None
-
     def onSegmentFromMarkups(self, sliceNode=None):
-        """Prompt from the chosen markups on the slice shown in ``sliceNode`` (default: the Red view)."""
+        """Prompt from the chosen markups on the slice shown in ``sliceNode`` (default: the view last worked in)."""
         def run():
             session = self._session()
-            node = sliceNode or self.scriptedEffect.scene().GetNodeByID("vtkMRMLSliceNodeRed")
-            view = session.view_of(node)
-            return session.prompt_from_markups(view, [self._node(self.includeCombo)],
-                                               [self._node(self.excludeCombo)], [self._node(self.roiCombo)],
+            view = session.view_of(sliceNode or markups_slice_node(self.scriptedEffect.scene(), self.lastSliceNode))
+            return session.prompt_from_markups(view, [self.includeSelector.currentNode()],
+                                               [self.excludeSelector.currentNode()], [self.roiSelector.currentNode()],
                                                all_slices=self.allSlicesCheckBox.checked)
         return self._run(run)
 
