@@ -17,6 +17,8 @@ from ..core.markup_prompts import SlicePrompts, prompts_from_markups
 from ..core.prompts import Prompt, PromptError
 from ..core.propagation import PropagationSettings
 from ..core.volume_session import VolumeSession
+from ..core.files import atomic_output
+from .outputs import check_output
 from .common import add_backend_options, add_intensity_options, backend_from_args, intensity_from_args, progress_bar
 
 
@@ -36,6 +38,8 @@ def add_parser(sub) -> None:
                                    "Slicer markups; optionally propagate it through the neighbouring slices and "
                                    "compare it with a reference segmentation.")
     p.add_argument("image", help="volume (.nrrd, .nii, .nii.gz, .mha) or 2D picture (.png, .jpg)")
+    p.add_argument("--volume-index", type=int, default=None, metavar="N",
+                   help="which 3D volume of a 4D image (time series, channels) to segment, from 0")
     p.add_argument("--out", required=True, help="output: NAME.seg.nrrd (Slicer segmentation) or a labelmap .nrrd/.nii.gz")
     p.add_argument("--name", default=None, help="segment name (default: the reference label's name, else 'Segment_1')")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -69,12 +73,14 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_input(path: str) -> Volume:
+def load_input(path: str, volume_index=None) -> Volume:
     ext = io.file_extension(path)
     if ext in io.IMAGE_2D_EXTENSIONS:
+        if volume_index not in (None, 0):
+            raise ValueError(f"--volume-index {volume_index}: {path} is a 2D picture (one volume, index 0)")
         pic = io.read_image_2d(path)
         return Volume(pic[None], np.eye(4), {"path": str(path), "picture": True})
-    return io.read_volume(path)
+    return io.read_volume(path, volume_index=volume_index)
 
 
 def _cli_prompts(args, volume: Volume, np_axis: int) -> SlicePrompts:
@@ -101,10 +107,11 @@ def _cli_prompts(args, volume: Volume, np_axis: int) -> SlicePrompts:
 
 
 def run(args) -> int:
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
-    volume = load_input(args.image)
+    inputs = [args.image, args.reference, args.token_file, *args.markups]
+    out = check_output(args.out, "--out", inputs, args.overwrite)
+    if args.report:
+        check_output(args.report, "--report", inputs + [args.out])
+    volume = load_input(args.image, args.volume_index)
     intensity = intensity_from_args(args, volume.array)
     np_axis = numpy_axis(args.axis, volume.ijk_to_ras)
     slice_prompts = _cli_prompts(args, volume, np_axis)
@@ -154,7 +161,8 @@ def run(args) -> int:
                        "seconds": round(seconds, 3), "slices_segmented": sorted(int(i) for i in masks)})
         if args.report:
             Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.report).write_text(json.dumps(metrics.json_safe(report), indent=2))
+            with atomic_output(args.report) as tmp:
+                tmp.write_text(json.dumps(metrics.json_safe(report), indent=2))
             print(f"wrote {args.report}")
     backend.close()
     return 0
@@ -196,10 +204,13 @@ def _load_reference(path: str, label, volume: Volume):
             label = present[0]
         name = None
     mask, grid, description = io.reference_mask(path, label)
+    io.check_grids_overlap(grid, volume, f"reference {path}", f"image {volume.metadata.get('path', '')}")
     if name is None:
         value = int(label) if str(label).strip().lstrip("-").isdigit() else None
         name = names.get(value, str(label)) if value is not None else str(label)
     on_grid = io.resample_to(grid.with_array(mask.astype(np.uint8)), volume).array > 0
+    if mask.any() and not on_grid.any():
+        raise io.LabelError(f"{description} lies wholly outside the image's grid: give a reference made on this image")
     return on_grid, name, description
 
 

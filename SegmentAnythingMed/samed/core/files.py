@@ -1,9 +1,11 @@
 """File names and types shared by samed's readers and writers: extensions, existence checks, label errors."""
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Iterator, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -54,3 +56,30 @@ def _sitk():
     return sitk
 
 
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """A temporary path in ``path``'s folder (same extension, so writers that choose the format by the name still
+    do): write there; it is renamed over ``path`` only when the block ends without an error, else removed.
+    A reader of ``path`` sees the old file or the new whole one, never a part."""
+    p = Path(path)
+    ext = file_extension(p)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name[:len(p.name) - len(ext)] or 'out'}.", suffix=f".part{ext}",
+                                    dir=str(p.parent))
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it the permissions a new file gets
+        os.replace(tmp, p)
+    except BaseException:  # KeyboardInterrupt and SystemExit too: no half-written file is left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -16,7 +16,8 @@ import numpy as np
 # samed.core.io is the I/O entry point: it re-exports the segmentation-file and dataset readers
 from .datasets import DatasetInfo, DatasetItem, list_dataset, read_label_names  # noqa: F401
 from .files import (IMAGE_2D_EXTENSIONS, LABEL_EXTENSIONS, SEGMENTATION_EXTENSION, VOLUME_EXTENSIONS,  # noqa: F401
-                    LabelError, PathLike, _existing_file, _sitk, file_extension)
+                    LabelError, PathLike, _existing_file, _sitk, atomic_output, file_extension)
+from .file_integrity import check_volume_file
 from .geometry import Volume, matrix_from_lps, matrix_to_lps
 from .segmentation_file import (Segment, SegmentationFile, _normalize_name, is_segmentation_file,  # noqa: F401
                                 read_segmentation, write_segmentation)
@@ -60,16 +61,43 @@ def _sitk_from_volume(volume: Volume, array: Optional[np.ndarray] = None):
     return image
 
 
-def read_volume(path: PathLike) -> Volume:
-    """Read a 3D image (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd) with its geometry in RAS."""
+def read_volume(path: PathLike, volume_index: Optional[int] = None) -> Volume:
+    """Read a 3D image (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd) with its geometry in RAS.
+
+    A 4D file (a time series, several channels) needs ``volume_index``: which of its 3D volumes to read.
+    Damaged files (cut short, a corrupt header, a failed gzip check) raise ``ValueError`` saying so.
+    """
     p = _existing_file(path, VOLUME_EXTENSIONS, "volume")
+    check_volume_file(p)
     sitk = _sitk()
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as e:
         raise ValueError(f"cannot read volume {p}: the file is damaged or not a {file_extension(p)} image "
                          f"({str(e).strip().splitlines()[-1] if str(e).strip() else e})") from e
-    return _volume_from_sitk(image, p)
+    return _volume_from_sitk(_pick_volume(image, p, volume_index), p)
+
+
+def _pick_volume(image, p: Path, volume_index: Optional[int]):
+    """The 3D volume ``volume_index`` of a 4D image or of a 3D image with several components per voxel."""
+    sitk = _sitk()
+    dim, components = image.GetDimension(), image.GetNumberOfComponentsPerPixel()
+    if dim == 4:
+        n, what = image.GetSize()[3], "volumes (4th dimension)"
+    elif dim == 3 and components > 1:
+        n, what = components, "components per voxel"
+    else:
+        if volume_index not in (None, 0):
+            raise ValueError(f"{p} holds one 3D volume: volume index {volume_index} does not exist (only 0)")
+        return image
+    size = "x".join(str(s) for s in image.GetSize()[:3])
+    if volume_index is None:
+        raise ValueError(f"{p} is 4D: {n} {what} of {size} voxels; pick one with --volume-index N (0..{n - 1})")
+    if not 0 <= volume_index < n:
+        raise ValueError(f"--volume-index {volume_index} is outside {p}'s {n} {what}: use 0..{n - 1}")
+    if dim == 4:
+        return sitk.Extract(image, list(image.GetSize()[:3]) + [0], [0, 0, 0, int(volume_index)])
+    return sitk.VectorIndexSelectionCast(image, int(volume_index))
 
 
 def write_volume(volume: Volume, path: PathLike, *, compress: bool = True, overwrite: bool = True) -> Path:
@@ -83,7 +111,9 @@ def write_volume(volume: Volume, path: PathLike, *, compress: bool = True, overw
         raise FileExistsError(f"{p} already exists; pass overwrite=True to replace it")
     if not p.parent.exists():
         raise FileNotFoundError(f"folder for {p} does not exist")
-    _sitk().WriteImage(_sitk_from_volume(volume), str(p), bool(compress))
+    image = _sitk_from_volume(volume)
+    with atomic_output(p) as tmp:
+        _sitk().WriteImage(image, str(tmp), bool(compress))
     return p
 
 
@@ -215,6 +245,24 @@ def resample_to(source: Volume, target: Volume, *, interpolation: str = "nearest
     if source.array.dtype == bool:
         array = array.astype(bool)
     return Volume(array, target.ijk_to_ras.copy(), dict(source.metadata))
+
+
+def bounds_ras(volume: Volume) -> Tuple[np.ndarray, np.ndarray]:
+    """(min, max) RAS corners of the box that ``volume``'s voxels cover (voxel edges, not centres)."""
+    nk, nj, ni = volume.shape_kji
+    corners = np.array([[i, j, k, 1.0] for i in (-0.5, ni - 0.5) for j in (-0.5, nj - 0.5) for k in (-0.5, nk - 0.5)])
+    ras = (volume.ijk_to_ras @ corners.T).T[:, :3]
+    return ras.min(axis=0), ras.max(axis=0)
+
+
+def check_grids_overlap(a: Volume, b: Volume, a_name: str, b_name: str) -> None:
+    """ValueError when the two grids share no point in patient space (e.g. another patient's scan)."""
+    (alo, ahi), (blo, bhi) = bounds_ras(a), bounds_ras(b)
+    gap = np.maximum(np.maximum(alo - bhi, blo - ahi), 0.0)
+    if np.any(gap > 0):
+        raise ValueError(f"{a_name} and {b_name} do not overlap: their grids are {float(np.linalg.norm(gap)):.0f} mm "
+                         f"apart in patient coordinates (another patient or another scan?); give a reference made on "
+                         f"this image")
 
 
 def _place_by_offset(source: Volume, target: Volume, offset_ijk: np.ndarray, fill_value) -> Volume:

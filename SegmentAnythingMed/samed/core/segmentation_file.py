@@ -12,7 +12,8 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 import numpy as np
 
 from .files import (DEFAULT_SEGMENT_COLORS, SEGMENTATION_EXTENSION, LabelError, PathLike, _existing_file,
-                    file_extension)
+                    atomic_output, file_extension)
+from .file_integrity import check_volume_file
 from .geometry import LPS_TO_RAS, Volume
 
 # ----------------------------------------------------------------------------------------------- Slicer segmentations
@@ -138,6 +139,7 @@ def is_segmentation_file(path: PathLike) -> bool:
 def read_segmentation(path: PathLike) -> SegmentationFile:
     """Read a Slicer segmentation (.seg.nrrd), with shared-labelmap layers and overlapping segments."""
     p = _existing_file(path, (SEGMENTATION_EXTENSION, ".nrrd", ".nhdr"), "segmentation")
+    check_volume_file(p)
     import slicerio
     try:
         seg = slicerio.read_segmentation(str(p))
@@ -221,7 +223,8 @@ def write_segmentation(path: PathLike, masks: MaskSpec, geometry: Volume, *, ove
         # Full extent: some Slicer versions crop every segment of a shared layer to the first segment's extent.
         segment["extent"] = list(full_extent)
     try:
-        slicerio.write_segmentation(str(p), seg, compression_level=compression_level)
+        with atomic_output(p) as tmp:
+            slicerio.write_segmentation(str(tmp), seg, compression_level=compression_level)
     except OSError as e:
         raise OSError(f"cannot write segmentation {p}: {e}") from e
     return p

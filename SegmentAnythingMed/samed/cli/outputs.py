@@ -1,0 +1,52 @@
+"""Output paths of the ``samed`` commands, checked before anything slow runs: never an input (whatever the
+spelling: ``./../dir/v.nrrd``, a symbolic or hard link is the same file), a folder that can be written, and
+``--overwrite`` for an existing file. The writers themselves replace a file only when the new one is complete
+(:func:`samed.core.files.atomic_output`)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional
+
+
+def same_file(a, b) -> bool:
+    """True when ``a`` and ``b`` are the same file on disk (same device and inode; links followed)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_output(path, option: str, inputs: Iterable[Optional[str]], overwrite: bool = True,
+                 make_parents: bool = True) -> Path:
+    """``path`` as it will be written; raises ValueError / FileExistsError with a message that names ``option``."""
+    p = Path(path)
+    for inp in inputs:
+        if inp and same_file(p, inp):
+            raise ValueError(f"{option} {path} is the input file {inp} (the same file on disk): samed never writes "
+                             f"over its inputs; choose another {option}")
+    if p.is_dir():
+        raise ValueError(f"{option} {path} is a folder: give a file name in it")
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{p} exists: pass --overwrite to replace it, or choose another {option}")
+    folder = _nearest_existing(p.parent)
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path} cannot be written: {folder} is a file, not a folder")
+    if folder != p.parent and not make_parents:
+        raise ValueError(f"{option} {path} cannot be written: the folder {p.parent} does not exist")
+    try:  # the real test (permissions, read-only file systems, root on /sys): create a file there and remove it
+        fd, probe = tempfile.mkstemp(prefix=".samed-write-check.", dir=str(folder))
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{option} {path} cannot be written: files cannot be created in {folder} "
+                         f"({e.strerror or e}); choose another {option}") from None
+    return p
+
+
+def _nearest_existing(folder: Path) -> Path:
+    folder = folder if str(folder) else Path(".")
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
