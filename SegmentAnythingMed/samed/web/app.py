@@ -70,6 +70,7 @@ class SamWebApp(TrameApp):
         s.busy = False
         s.progress = ""
         s.box = ""
+        s.box_xy = None
         s.has_preview = False
         s.can_undo = False
         s.can_redo = False
@@ -159,6 +160,7 @@ class SamWebApp(TrameApp):
             s.can_redo = self.undo_stack.can_redo()
             sp = session.slice_prompt
             if sp is not None and sp.box_xy is not None:
+                s.box_xy = [float(x) for x in sp.box_xy]  # the box the model got (voxel x0, y0, x1, y1)
                 s.box = ",".join(f"{x:.2f}" for x in sp.box_xy) + f" on {sp.view.describe()}"
         self._render()
 
@@ -203,6 +205,7 @@ class SamWebApp(TrameApp):
             self.state.opened = name
             self.state.saved = ""
             self.state.box = ""
+            self.state.box_xy = None
             self.state.slice_count = int(volume.array.shape[where.np_axis])
             self.state.slice_index = where.index
         self.activate_tool()
