@@ -171,8 +171,8 @@ class SliceView:
     LeftButtonDoubleClickEvent in place of the second press), and reach Slicer's own widgets: the slice
     intersection widget (zoom, pan, maximize) of the crosshair displayable manager, the markups widgets."""
 
-    MANAGERS = ("vtkMRMLCrosshairDisplayableManager", "vtkMRMLSegmentationsDisplayableManager2D",
-                "vtkMRMLMarkupsDisplayableManager")
+    MANAGERS = ("vtkMRMLCrosshairDisplayableManager", "vtkMRMLScalarBarDisplayableManager",  # the latter: W/L drag
+                "vtkMRMLSegmentationsDisplayableManager2D", "vtkMRMLMarkupsDisplayableManager")
 
     def __init__(self, env, name="Red", size=(400, 300)):
         self.renderer = vtk.vtkRenderer()
@@ -203,6 +203,9 @@ class SliceView:
         self.interactor.SetInteractorStyle(vtk.vtkInteractorStyleUser())
         self.style.SetInteractor(self.interactor)
         self.widget = slicer_fakes.FakeSliceWidget(self.node, self.logic, self.interactor)
+        self.reached_slicer = []  # events not aborted before Slicer's interactor style (priority 0.0) got them
+        for name in SegmentEditorWidget.EVENTS:
+            self.interactor.AddObserver(getattr(vtk.vtkCommand, name), lambda c, e: self.reached_slicer.append(e), 0.5)
 
     def event(self, name, xy, control=False, shift=False, alt=False):
         """One interactor event (``name``: a vtkCommand event name) at display position ``xy``."""
