@@ -6,6 +6,7 @@ evaluates a segment against a reference (table, per-slice plot, CSV). The work i
 (the MRML bridge, no Qt) and ``samed`` (the library); this file is the thin Qt layer, the logic and the self-test.
 """
 import os
+import subprocess
 
 import ctk
 import qt
@@ -18,7 +19,7 @@ from SegmentAnythingMedLib.backend_settings import BackendSettings, describe_pla
 from SegmentAnythingMedLib.module_logic import ModuleLogic
 from SegmentAnythingMedLib.scene_nodes import label_choices, node_choices, segment_choices
 from SegmentAnythingMedLib.self_test_scenario import run_ctchest_scenario
-from SegmentAnythingMedLib.worker import DONE, FAILED, PROGRESS
+from SegmentAnythingMedLib.worker import DONE, FAILED, PROGRESS, yield_gil
 
 # The file given to qSlicerSegmentEditorScriptedEffect.setPythonSource: in a folder of its own, because Slicer names
 # the effect's Python module after that folder (see the file's docstring).
@@ -64,7 +65,7 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         self.logic = SegmentAnythingMedLogic()
-        self.logic.restoreSettings(qt.QSettings().value)
+        self.logic.restoreSettings(qt.QSettings().value, qt.QSettings().remove)  # remove: an old plain-text token
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(100)
         self.pollTimer.connect("timeout()", self.onPoll)
@@ -81,7 +82,7 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
         self.layout.addWidget(box)
         form = qt.QFormLayout(box)
         self.whereCombo = qt.QComboBox()
-        self.whereCombo.addItem("In-process (this computer)", "local")
+        self.whereCombo.addItem("This computer (a model process started by Slicer)", "local")
         self.whereCombo.addItem("Model service", "service")
         form.addRow("Run on:", self.whereCombo)
         self.urlEdit = qt.QLineEdit()
@@ -89,7 +90,11 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
         form.addRow("Service URL:", self.urlEdit)
         self.tokenEdit = qt.QLineEdit()
         self.tokenEdit.setEchoMode(qt.QLineEdit.Password)
+        self.tokenEdit.setToolTip("Kept for this Slicer session only; to keep it, use a token file")
         form.addRow("Token:", self.tokenEdit)
+        self.tokenFileEdit = qt.QLineEdit()
+        self.tokenFileEdit.setPlaceholderText("(or a file whose first line is the token; its path is remembered)")
+        form.addRow("Token file:", self.tokenFileEdit)
         self.modelCombo = qt.QComboBox()
         for name in model_names():
             self.modelCombo.addItem(name, name)
@@ -162,7 +167,7 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
                                model=self.modelCombo.itemData(self.modelCombo.currentIndex) or "litemedsam",
                                checkpoint=self.checkpointEdit.text.strip(),
                                device=self.deviceCombo.itemData(self.deviceCombo.currentIndex) or "",
-                               token=self.tokenEdit.text)
+                               token=self.tokenEdit.text, token_file=self.tokenFileEdit.text.strip())
 
     def updateBackendGUI(self, *args):
         settings = self.logic.provider.settings
@@ -173,9 +178,11 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
             self.checkpointEdit.setText(settings.checkpoint)
             self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(settings.device)))
             self.tokenEdit.setText(settings.token)
+            self.tokenFileEdit.setText(settings.token_file)
         service = self.whereCombo.itemData(self.whereCombo.currentIndex) == "service"
         self.urlEdit.setEnabled(service)
         self.tokenEdit.setEnabled(service)
+        self.tokenFileEdit.setEnabled(service)
         self.checkpointEdit.setEnabled(not service)
         self.deviceCombo.setEnabled(not service)
         missing = self.logic.missingPackages()
@@ -188,17 +195,20 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
             self.checkpointEdit.setText(path)
 
     def onUseSettings(self):
+        """Use the panel's settings; returns them, or None (and says why) when they are rejected."""
         try:
             settings = self.logic.useSettings(self._settingsFromGUI(), qt.QSettings().setValue)
         except ValueError as exc:
             self.backendLabel.setText(str(exc))
-            return
+            return None
         self.backendLabel.setText(f"Using {settings.describe()}.")
         self.updateBackendGUI(True)
+        return settings
 
     def onTestConnection(self):
-        self.onUseSettings()
-        self.backendLabel.setText("Connecting (loading the model can take a while)...")
+        if self.onUseSettings() is None:  # rejected: the message stays, nothing else is tested
+            return
+        self.backendLabel.setText("Connecting (starting the model can take a while)...")
         self.connectionJob = self.logic.startConnectionTest()
         self.pollTimer.start()
 
@@ -206,6 +216,7 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
         if self.connectionJob is None:
             self.pollTimer.stop()
             return
+        yield_gil(self.logic.worker.busy())  # the worker thread needs the GIL that Slicer's main loop keeps
         for event in self.logic.worker.poll([self.connectionJob]):
             if event.kind in (DONE, FAILED):
                 self.backendLabel.setText(SegmentAnythingMedLogic.connectionText(event))
@@ -225,12 +236,13 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
         qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
         try:
             missing = self.logic.installDependencies()
-            self.backendLabel.setText("Installed." if not missing else f"Still missing: {', '.join(missing)}")
-        except (RuntimeError, OSError) as exc:
-            self.backendLabel.setText(f"Installation failed: {exc}")
+            message = "Installed." if not missing else f"Still missing: {', '.join(missing)}"
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:  # the logic says what to do
+            message = f"Installation failed: {exc}"
         finally:
             qt.QApplication.restoreOverrideCursor()
         self.updateBackendGUI(True)
+        self.backendLabel.setText(message)  # after the update, which shows the plan again
 
     # evaluation ------------------------------------------------------------------------------------------------
     def _fill(self, combo, choices):

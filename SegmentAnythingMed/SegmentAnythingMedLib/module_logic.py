@@ -5,14 +5,16 @@ table / plot nodes and CSV, and driving the effect from a script (the self-test)
 ``SegmentAnythingMed.SegmentAnythingMedLogic`` is this class on Slicer's ScriptedLoadableModuleLogic base.
 """
 import logging
+import subprocess
 
 import slicer
 
-from . import evaluation_bridge
-from .backend_settings import (SETTINGS_KEYS, SETTINGS_PREFIX, BackendSettings, describe_info, install_plan,
-                               missing_packages, shared_provider)
-from .volume_bridge import volume_from_node
+from .backend_settings import (LEGACY_TOKEN_KEY, SETTINGS_KEYS, SETTINGS_PREFIX, BackendSettings, describe_info,
+                               install_plan, missing_packages, shared_provider)
 from .worker import DONE, shared_worker
+
+# evaluation_bridge (and through samed.core.metrics, scipy: ~250 ms) is imported when an evaluation needs it, not at
+# every Slicer start
 
 
 class ModuleLogic:
@@ -27,8 +29,13 @@ class ModuleLogic:
         self.seriesNode = None
 
     # settings --------------------------------------------------------------------------------------------------
-    def restoreSettings(self, get):
-        """Settings from a store (``qt.QSettings().value``); invalid stored values fall back to the defaults."""
+    def restoreSettings(self, get, remove=None):
+        """Settings from a store (``qt.QSettings().value``); invalid stored values fall back to the defaults.
+        ``remove`` (``qt.QSettings().remove``) deletes the plain-text token that earlier versions stored."""
+        if remove is not None and get(SETTINGS_PREFIX + LEGACY_TOKEN_KEY, ""):
+            remove(SETTINGS_PREFIX + LEGACY_TOKEN_KEY)
+            logging.warning("SegmentAnythingMed: the service token is no longer kept in Slicer's settings (it was "
+                            "stored as plain text): type it again, or choose a token file")
         values = {k: get(SETTINGS_PREFIX + k, "") for k in SETTINGS_KEYS}
         try:
             settings = BackendSettings.from_dict(values).validate()
@@ -39,7 +46,8 @@ class ModuleLogic:
         return settings
 
     def useSettings(self, settings, set_=None):
-        """Validate and use ``settings`` (ValueError says what is wrong); store them with ``set_(key, value)``."""
+        """Validate and use ``settings`` (ValueError says what is wrong); store them with ``set_(key, value)``
+        (never the token itself: see backend_settings). Returns at once, also while a model loads."""
         settings = settings.validate()
         self.provider.update(settings)
         if set_ is not None:
@@ -51,7 +59,9 @@ class ModuleLogic:
         return missing_packages(self.provider.settings)
 
     def installDependencies(self):
-        """Install what the in-process backend lacks: torch with PyTorchUtils, the rest with pip (ask first)."""
+        """Install what "this computer" lacks: torch with PyTorchUtils, the rest with pip (ask first).
+        Failures raise RuntimeError with what to do: slicer.util.pip_install and PyTorchUtils' installTorch raise
+        subprocess.CalledProcessError when pip fails (Slicer Base/Python/slicer/util.py, logProcessOutput)."""
         plan = install_plan(self.missingPackages())
         if plan["torch"]:
             try:
@@ -59,10 +69,22 @@ class ModuleLogic:
             except ImportError as exc:
                 raise RuntimeError("the PyTorch extension is not installed: install 'PyTorch' from the Extensions "
                                    "Manager, restart Slicer, then try again (or use a model service)") from exc
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+            try:
+                installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+            except subprocess.CalledProcessError as exc:
+                raise RuntimeError(f"installing PyTorch through the PyTorch extension failed (pip exit code "
+                                   f"{exc.returncode}): see the Python console for pip's output (network, proxy, "
+                                   f"disk space?), then try again, or use a model service") from None
+            if installed is None:
                 raise RuntimeError("PyTorch was not installed")
         if plan["pip"]:
-            slicer.util.pip_install(" ".join(plan["pip"]))
+            requirements = " ".join(plan["pip"])
+            try:
+                slicer.util.pip_install(requirements)
+            except subprocess.CalledProcessError as exc:
+                raise RuntimeError(f"pip install {requirements} failed (exit code {exc.returncode}): see the Python "
+                                   f"console for pip's output (network, proxy, disk space?), then try again, or use "
+                                   f"a model service") from None
         return self.missingPackages()
 
     def startConnectionTest(self):
@@ -95,6 +117,9 @@ class ModuleLogic:
             raise ValueError("choose the volume whose grid the comparison uses (the source volume)")
         if reference is None or reference == "":
             raise ValueError("choose the reference segment or label")
+        from . import evaluation_bridge
+        from .volume_bridge import volume_from_node
+
         scene = segmentationNode.GetScene()
         volume = volume_from_node(volumeNode, copy=False)
         evaluation = evaluation_bridge.evaluate_segment(segmentationNode, segmentId, referenceNode, reference,
@@ -109,6 +134,8 @@ class ModuleLogic:
     def exportCsv(self, path):
         if self.summaryTableNode is None:
             raise ValueError("evaluate a segment first: there is no table to export")
+        from . import evaluation_bridge
+
         return evaluation_bridge.export_csv(self.summaryTableNode, path)
 
     # the effect, driven from a script (the self-test) ----------------------------------------------------------

@@ -300,6 +300,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self._run(session.poll)  # an error while showing a result is shown, not raised into Qt's event loop
         if session is None or not session.busy:
             self.timer.stop()
+        else:  # Slicer's main loop keeps the GIL while idle: give the worker thread a turn (worker.yield_gil)
+            from SegmentAnythingMedLib.worker import yield_gil
+
+            yield_gil(True)
 
     # ---------------------------------------------------------------------------------------------- view events
 

@@ -6,6 +6,13 @@ reports progress through ``context.progress(done, total)`` and checks ``context.
 
 ``submit(..., replace=KEY)`` drops jobs of the same key that are still queued: when the user clicks several times
 while the model is busy, only the newest prompt runs.
+
+Events wait in the worker until their owner polls them; of a job's progress events only the newest is kept, and
+events that nobody collected within ``keep_seconds`` (their owner was cancelled or closed) are dropped.
+
+Slicer's main thread holds the GIL while Qt's event loop idles (PythonQt releases it only around Python code), so
+this thread runs only while the main thread executes Python that lets go of it: :func:`yield_gil` in the poll
+timer's slot sleeps a little while a job runs (see tests/test_slicer_gil.py).
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ class JobEvent:
     value: Any = None  # the job's return value (done), (done, total) (progress)
     error: Optional[BaseException] = None
     details: str = ""  # traceback text for failures
+    arrived: float = field(default=0.0, compare=False, repr=False)  # when poll() first took it (worker's clock)
 
 
 @dataclass
@@ -63,10 +71,27 @@ class JobContext:
         self._events.put(JobEvent(self._job.job_id, PROGRESS, self._job.label, (int(done), int(total))))
 
 
-class InferenceWorker:
-    """One daemon thread that runs submitted jobs in order."""
+GIL_YIELD_SECONDS = 0.02
 
-    def __init__(self, name: str = "SegmentAnythingMed inference"):
+
+def yield_gil(busy: bool, seconds: float = GIL_YIELD_SECONDS) -> None:
+    """Call in a poll timer's slot on Slicer's main thread: while a job runs (``busy``), sleep ``seconds`` so that
+    the worker thread gets the GIL. Slicer's main thread keeps the GIL while Qt's event loop idles; a
+    ``time.sleep`` releases it. SimpleITK's SlicerSimpleFilters does the same in its timer
+    (SimpleFilters/SimpleFilters.py, ``main_queue_process``: "this sleep is needed to allow the other thread to
+    acquire the GIL and resume executing")."""
+    if busy:
+        time.sleep(seconds)
+
+
+class InferenceWorker:
+    """One daemon thread that runs submitted jobs in order. ``keep_seconds``: how long an event waits for its
+    owner's poll before it is dropped; ``clock``: the time source for that (tests)."""
+
+    def __init__(self, name: str = "SegmentAnythingMed inference", keep_seconds: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.keep_seconds = float(keep_seconds)
+        self._clock = clock
         self._jobs: "queue.Queue[Optional[_Job]]" = queue.Queue()
         self._events: "queue.Queue[JobEvent]" = queue.Queue()
         self._ids = itertools.count(1)
@@ -106,14 +131,24 @@ class InferenceWorker:
         """Events since the last poll (never blocks): of ``job_ids`` only, when given (other callers' events
         stay for them)."""
         wanted = None if job_ids is None else set(job_ids)
+        now = self._clock()
         with self._lock:
             while True:
                 try:
-                    self._undelivered.append(self._events.get_nowait())
+                    event = self._events.get_nowait()
                 except queue.Empty:
                     break
-            out = [e for e in self._undelivered if wanted is None or e.job_id in wanted]
-            self._undelivered = [e for e in self._undelivered if not (wanted is None or e.job_id in wanted)]
+                event.arrived = now
+                self._undelivered.append(event)
+            out, kept = [], []
+            for e in self._undelivered:
+                if wanted is None or e.job_id in wanted:
+                    out.append(e)
+                elif now - e.arrived <= self.keep_seconds:  # another caller's: kept a while, then dropped
+                    if e.kind == PROGRESS:  # of waiting progress events only the newest matters
+                        kept = [k for k in kept if not (k.job_id == e.job_id and k.kind == PROGRESS)]
+                    kept.append(e)
+            self._undelivered = kept
         return out
 
     def wait(self, job_id: int, timeout: float = 600.0) -> List[JobEvent]:

@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from typing import Dict, FrozenSet, Optional, Sequence
+from typing import Callable, Dict, FrozenSet, Optional, Sequence
 
 import numpy as np
 
@@ -30,15 +30,18 @@ _MAX_ANSWER_BYTES = 1 << 34  # answers come from the service we chose; only a sa
 
 
 class HttpBackend(Backend):
-    """A model on a samed service. ``compress``: gzip bodies ("auto": unless the service is on this machine)."""
+    """A model on a samed service. ``compress``: gzip bodies ("auto": unless the service is on this machine).
+    ``explain_failure``: called when the service cannot be reached; a message that replaces the generic one (the
+    owner of a service process says that it died, and why)."""
 
     wants_prefetch = False
 
     def __init__(self, url: str, model: str = "litemedsam", token: Optional[str] = None, timeout: float = 60.0,
-                 compress="auto", keep_pictures: int = 4):
+                 compress="auto", keep_pictures: int = 4,
+                 explain_failure: Optional[Callable[[], Optional[str]]] = None):
         self.url = url.rstrip("/")
         self.model = model
-        self._t = Transport(self.url, token, timeout, compress=False)
+        self._t = Transport(self.url, token, timeout, compress=False, explain_failure=explain_failure)
         self._t.compress = (not is_loopback(self._t.host)) if compress == "auto" else bool(compress)
         self._recent: "OrderedDict[str, np.ndarray]" = OrderedDict()  # re-sent if the service evicted them
         self._recent_lock = threading.Lock()

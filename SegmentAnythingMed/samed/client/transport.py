@@ -8,7 +8,7 @@ import socket
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 from urllib.parse import quote, urlsplit
 
 from .. import __version__
@@ -41,7 +41,8 @@ class Reply:
 
 
 class Transport:
-    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 60.0, compress: bool = False):
+    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 60.0, compress: bool = False,
+                 explain_failure: Optional[Callable[[], Optional[str]]] = None):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the service URL must look like http://HOST:PORT, got {url!r}")
@@ -53,6 +54,8 @@ class Transport:
         self.token = token
         self.timeout = float(timeout)
         self.compress = bool(compress)
+        # when the connection fails: a better explanation, if the caller knows one (e.g. its child process died)
+        self.explain_failure = explain_failure
         self._local = threading.local()
         self._lock = threading.Lock()
         self.bytes_sent = 0
@@ -105,11 +108,11 @@ class Transport:
                 self._drop()
                 if reused and attempt == 1:
                     continue  # the server closed an idle kept-alive connection: once more on a new one
-                raise ServiceUnreachableError(f"the samed service at {self.url} closed the connection during "
-                                              f"{method} {path} ({type(exc).__name__}): was it restarted?") from None
+                raise self._unreachable(f"the samed service at {self.url} closed the connection during "
+                                        f"{method} {path} ({type(exc).__name__}): was it restarted?") from None
             except OSError as exc:  # refused, no route, unknown host, TLS failure
                 self._drop()
-                raise ServiceUnreachableError(
+                raise self._unreachable(
                     f"cannot reach the samed service at {self.url} ({exc.strerror or exc}): is 'samed serve' running "
                     f"there, and are the host and port right?") from None
             if resp.will_close:
@@ -131,6 +134,10 @@ class Transport:
                 + ("no token was given; pass the service's token (--token-file FILE or $SAMED_TOKEN)"
                    if not self.token else "the token is wrong; use the one the service was started with"))
         return reply
+
+    def _unreachable(self, message: str) -> ServiceUnreachableError:
+        better = self.explain_failure() if self.explain_failure is not None else None
+        return ServiceUnreachableError(better or message)
 
     def expect(self, reply: Reply, what: str, ok=(200,)) -> Reply:
         """Raise :class:`ServiceRequestError` with the server's detail unless ``reply.status`` is in ``ok``."""
