@@ -126,7 +126,8 @@ def state(page, name):
 
 def wait_state(page, expression: str, timeout_ms: int = WAIT_MS) -> None:
     """Wait for a JavaScript expression over the app's state (``s``), e.g. "s.get('has_preview')"."""
-    page.wait_for_function(f"() => {{ const s = window.trame.state; return {expression}; }}", timeout=timeout_ms)
+    page.wait_for_function(f"() => {{ const s = window.trame && window.trame.state; return !!s && ({expression}); }}",
+                           timeout=timeout_ms)
 
 
 def mask_on_grid(path: Path, segment: str, grid_ijk_to_ras: np.ndarray, shape) -> np.ndarray:
@@ -267,3 +268,25 @@ def test_segment_anything_in_the_browser(web_app, browser_page, ctchest, tmp_pat
         f"{int((web_mask ^ cli_mask).sum())}"
     print(f"\nsamed web: started in {app.start_s:.1f} s, {app.rss_mb():.0f} MB resident after the scenario; "
           f"{int(web_mask.sum())} voxels on slices {slices[0]}..{slices[-1]}")
+
+
+def test_a_token_keeps_other_browsers_out(ctchest, browser_page, tmp_path):
+    """With a token, the page's websocket answers only a browser that passes it (?secret=TOKEN): without it no
+    state (and so no data) reaches the page."""
+    pytest.importorskip("trame_slicer", reason="the web extra is not installed (scripts/setup.sh --test)")
+    token_file = tmp_path / "token.txt"
+    token_file.write_text("k3y-" + os.urandom(16).hex() + "\n")
+    token = token_file.read_text().strip()
+    app = WebProcess(ctchest[0].parent, tmp_path / "out", "--access-token-file", str(token_file))
+    try:
+        page = browser_page
+        page.goto(app.url + "?secret=" + token)
+        wait_state(page, "Array.isArray(s.get('volumes'))", 60_000)
+        assert state(page, "volumes") == ["data/CTChest4.nrrd"]
+        for url in (app.url, app.url + "?secret=wrong-" + token):
+            page.goto(url)
+            page.wait_for_timeout(8_000)  # what must not happen: the state arriving (the right token: ~1 s)
+            assert page.evaluate("() => window.trame && window.trame.state ? "
+                                 "window.trame.state.get('volumes') : undefined") is None, url
+    finally:
+        app.stop()

@@ -32,7 +32,8 @@ class DataFolders:
         names = []
         for folder in self.folders:
             for path in sorted(folder.rglob("*")):
-                if path.is_file() and _is_volume(path) and len(path.relative_to(folder).parts) <= 2:
+                if (path.is_file() and _is_volume(path) and len(path.relative_to(folder).parts) <= 2
+                        and path.resolve().is_relative_to(folder)):  # not a link out of the folder
                     names.append(f"{folder.name}/{path.relative_to(folder).as_posix()}")
         return names
 

@@ -1,0 +1,85 @@
+"""`samed web`'s command line and file rules, without a browser: loopback unless a token is given, volumes only
+from the --data folders, the saved segmentation written whole."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+from samed.web.files import DataFolders, write_segmentation
+
+
+def samed(*args, env=None):
+    full_env = dict(os.environ if env is None else env)
+    full_env["PYTHONPATH"] = str(ROOT / "SegmentAnythingMed")
+    return subprocess.run([sys.executable, "-m", "samed.cli.main", *args], capture_output=True, text=True,
+                          env=full_env, cwd=str(ROOT), timeout=120)
+
+
+def test_help_lists_web():
+    run = samed("--help")
+    assert run.returncode == 0 and "web" in run.stdout
+
+
+def test_non_loopback_address_without_token_is_refused(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("SAMED_WEB_TOKEN", "SAMED_TOKEN")}
+    run = samed("web", "--host", "0.0.0.0", "--data", str(tmp_path), env=env)
+    assert run.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path):
+    run = samed("web", "--data", str(tmp_path / "nowhere"))
+    assert run.returncode == 2 and "--data" in run.stderr and "no such folder" in run.stderr
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    root = tmp_path / "scans"
+    (root / "sub").mkdir(parents=True)
+    for name in ("a.nrrd", "sub/b.nii.gz", "labels.seg.nrrd", "notes.txt"):
+        (root / name).write_bytes(b"x")
+    (tmp_path / "secret.nrrd").write_bytes(b"x")
+    return root
+
+
+def test_only_volumes_of_the_data_folders_are_offered_and_opened(data_dir):
+    data = DataFolders([str(data_dir)])
+    assert data.volumes() == ["scans/a.nrrd", "scans/sub/b.nii.gz"]
+    assert data.resolve("scans/sub/b.nii.gz") == data_dir / "sub" / "b.nii.gz"
+    for name in ("scans/../secret.nrrd", str(data_dir.parent / "secret.nrrd"), "scans/labels.seg.nrrd",
+                 "scans/notes.txt", "other/a.nrrd", "scans/", "scans/missing.nrrd"):
+        with pytest.raises(ValueError, match="not a volume in the server's data folders"):
+            data.resolve(name)
+
+
+def test_a_link_out_of_the_data_folder_is_refused(data_dir):
+    (data_dir / "link.nrrd").symlink_to(data_dir.parent / "secret.nrrd")
+    data = DataFolders([str(data_dir)])
+    assert "scans/link.nrrd" not in data.volumes()
+    with pytest.raises(ValueError):
+        data.resolve("scans/link.nrrd")
+
+
+def test_saved_segmentation_replaces_the_file_whole(tmp_path, ctchest):
+    pytest.importorskip("slicer")
+    import slicer
+
+    from samed.core.segmentation_file import read_segmentation
+
+    scene = slicer.vtkMRMLScene()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    node = logic.LoadSegmentationFromFile(str(ctchest[1]), False, "reference")
+    assert node is not None
+    out = tmp_path / "out" / "x.seg.nrrd"
+    out.parent.mkdir()
+    out.write_text("old")
+    write_segmentation(node, out)
+    assert [p.name for p in out.parent.iterdir()] == ["x.seg.nrrd"]
+    assert read_segmentation(out).names == read_segmentation(ctchest[1]).names
