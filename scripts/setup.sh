@@ -13,10 +13,13 @@ fi
 "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null || \
   "$VENV/bin/python" -m pip install -q torch==2.14.1 torchvision==0.29.1
 if [[ "${1:-}" == "--test" ]]; then
-  "$VENV/bin/python" -m pip install -q -e ".[all,test]"
-  # headless Chromium renders the evaluation report in a test
-  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+  "$VENV/bin/python" -m pip install -q -e ".[all,test,web]" playwright
+  # headless Chromium renders the evaluation report in a test; Playwright drives it against `samed web`, whose
+  # views render with EGL (Mesa) without X
+  if { ! command -v chromium >/dev/null 2>&1 || ! ldconfig -p | grep -q libEGL_mesa; } && \
+      command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libegl1 libegl-mesa0 \
+      >/dev/null) || \
       echo "setup: could not install chromium; the report screenshot test will fail" >&2
   fi
 else
