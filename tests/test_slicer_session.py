@@ -215,22 +215,35 @@ def test_intensity_choices(slicer_env, worker):
 
 
 def test_gestures_tell_clicks_drags_and_right_clicks_apart():
+    """What the effect takes from Slicer (abort) and makes of it; the same through a real slice view in
+    tests/test_slicer_interaction.py."""
+    import vtk
+
+    C = vtk.vtkCommand
     g = SliceGestures(drag_px=4)
-    assert g.left_press((10, 10), (1, 2, 3)) == (True, None)
-    abort, action = g.left_release((11, 10), (1.1, 2, 3))
+    ras = lambda: (1.1, 2, 3)  # noqa: E731
+    assert g.process(C.LeftButtonPressEvent, (10, 10), lambda: (1, 2, 3)) == (True, None)
+    abort, action = g.process(C.LeftButtonReleaseEvent, (11, 10), ras)
     assert abort and action.kind == POINT and action.include and action.ras == ((1, 2, 3),)
-    g.left_press((10, 10), (1, 2, 3), control=True)
-    assert not g.left_release((10, 10), (1, 2, 3))[1].include
-    g.left_press((10, 10), (1, 2, 3))
-    g.move((30, 25))
-    abort, action = g.left_release((30, 25), (4, 5, 3))
+    g.process(C.LeftButtonPressEvent, (10, 10), lambda: (1, 2, 3), control=True)
+    assert not g.process(C.LeftButtonReleaseEvent, (10, 10), ras)[1].include
+    g.process(C.LeftButtonPressEvent, (10, 10), lambda: (1, 2, 3))
+    assert g.process(C.MouseMoveEvent, (30, 25), ras) == (True, None) and g.dragging
+    abort, action = g.process(C.LeftButtonReleaseEvent, (30, 25), lambda: (4, 5, 3))
     assert action.kind == BOX and action.ras == ((1, 2, 3), (4, 5, 3))
-    assert g.left_press((10, 10), (1, 2, 3), other_modifier=True) == (False, None)  # shift: Slicer's
-    assert g.right_press((10, 10)) == (False, None)  # zoom may start
-    abort, action = g.right_release((10, 10), (1, 2, 3))
+    assert g.process(C.MouseMoveEvent, (31, 25), ras) == (False, None)  # hovering: Slicer's
+    for keys in ({"other_modifier": True}, {"on_markups_handle": True}):  # shift / alt, an ROI handle: Slicer's
+        assert g.process(C.LeftButtonPressEvent, (10, 10), ras, **keys) == (False, None)
+        assert g.process(C.LeftButtonReleaseEvent, (10, 10), ras) == (False, None)
+    assert g.process(C.LeftButtonDoubleClickEvent, (10, 10), ras) == (True, None)  # a second click
+    assert g.process(C.LeftButtonReleaseEvent, (10, 10), ras)[1].kind == POINT
+    assert g.process(C.RightButtonPressEvent, (10, 10), ras) == (True, None)  # the whole right click is ours
+    abort, action = g.process(C.RightButtonReleaseEvent, (10, 10), ras)
     assert abort and action.kind == POINT and not action.include
-    g.right_press((10, 10))
-    assert g.right_release((40, 40), (1, 2, 3)) == (False, None)  # a right drag was a zoom
+    g.process(C.RightButtonPressEvent, (10, 10), ras)
+    assert g.process(C.RightButtonReleaseEvent, (40, 40), ras) == (True, None)  # a right drag: nothing
+    assert g.process(C.RightButtonPressEvent, (10, 10), ras, other_modifier=True) == (False, None)  # alt: zoom
+    assert g.process(C.RightButtonReleaseEvent, (40, 40), ras) == (False, None)
 
 
 def test_worker_runs_jobs_off_the_calling_thread_with_progress_cancel_and_failures(worker):
