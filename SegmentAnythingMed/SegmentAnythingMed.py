@@ -5,6 +5,7 @@ The module registers the "Segment Anything" Segment Editor effect at start-up. I
 evaluates a segment against a reference (table, per-slice plot, CSV). The work is done by ``SegmentAnythingMedLib``
 (the MRML bridge, no Qt) and ``samed`` (the library); this file is the thin Qt layer, the logic and the self-test.
 """
+import logging
 import os
 import subprocess
 
@@ -48,7 +49,10 @@ class SegmentAnythingMed(ScriptedLoadableModule):
 
         SegmentAnythingMedLogic().restoreSettings(qt.QSettings().value)
         instance = qSlicerSegmentationsEditorEffects.qSlicerSegmentEditorScriptedEffect(None)
-        instance.setPythonSource(EFFECT_SOURCE.replace("\\", "/"))
+        if not instance.setPythonSource(EFFECT_SOURCE.replace("\\", "/")):
+            logging.error("SegmentAnythingMed: the Segment Anything effect could not be loaded from %s; the Python "
+                          "console shows why", EFFECT_SOURCE)
+            return None
         instance.self().register()
         return instance
 

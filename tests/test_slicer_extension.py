@@ -98,6 +98,10 @@ def test_docs_describe_installing_and_show_a_result_picture():
     for topic in ("Extension Wizard", "Additional module paths", "PyTorch", "model service", "Segment Anything",
                   "Propagate", "Apply", "images/result.png"):
         assert topic in text, topic
+    versions = text[text.index("Supported Slicer versions"):text.index("### Using the effect")]
+    for version in ("5.2, 5.4, 5.6, 5.8", "5.10, 5.12, main", "3.9.10", "3.12.10", "checked by", "bb06cef09d"):
+        assert version in versions, f"docs/slicer.md: say which Slicer versions are supported and how: {version}"
+    assert "5.2 or newer" not in text
     with Image.open(ROOT / "docs" / "images" / "result.png") as image:
         assert image.format == "PNG" and image.size[0] >= 400
 
