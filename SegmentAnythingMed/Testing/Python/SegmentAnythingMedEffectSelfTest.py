@@ -24,3 +24,18 @@ class SegmentAnythingMedEffectSelfTest(unittest.TestCase):
         factory = slicer.qSlicerSegmentEditorEffectFactory.instance()
         names = [effect.name for effect in factory.registeredEffects()]
         self.assertIn("Segment Anything", names)
+
+    def test_registration_leaves_the_package_a_package_and_clones_load(self):
+        """Slicer 5.10+ put sys.modules[<effect file's folder>] = <effect file>: that folder must not be our package
+        (tests/test_slicer_loading.py replays both loaders; this checks the real one)."""
+        import importlib
+        import sys
+
+        package = sys.modules["SegmentAnythingMedLib"]
+        self.assertTrue(package.__spec__.submodule_search_locations)
+        importlib.import_module("SegmentAnythingMedLib.effect_parameters")
+        factory = slicer.qSlicerSegmentEditorEffectFactory.instance()
+        effect = next(e for e in factory.registeredEffects() if e.name == "Segment Anything")
+        clone = effect.self().clone()
+        self.assertIs(type(clone.self()), type(effect.self()))
+        self.assertEqual(clone.pythonSource(), effect.pythonSource())
