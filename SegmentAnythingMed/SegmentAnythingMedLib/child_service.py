@@ -325,11 +325,13 @@ def stop_all() -> None:
 # ---- the child's side ----------------------------------------------------------------------------------------
 def _watch_parent_stdin() -> None:
     """End this process when stdin reaches its end: Slicer closed the pipe or is gone."""
-    def watch():
+    fd = sys.stdin.fileno()
+
+    def watch():  # os.read, not sys.stdin: a daemon thread in a buffered read aborts the interpreter's exit
         try:
-            while sys.stdin.buffer.read(4096):
+            while os.read(fd, 4096):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         os._exit(_EXIT_CODE_PARENT_GONE)
 
