@@ -251,3 +251,21 @@ def test_install_plan_adds_the_cpu_speed_engines_only_when_installing_anyway(mon
     assert {p.split(">")[0] for p in plan["pip"][1:]} == {"onnxruntime", "onnx", "openvino"}
     assert "openvino" in bs.describe_plan(plan)
     assert bs.install_plan([]) == {"torch": False, "pip": []}  # nothing missing: nothing is pushed on the user
+
+
+def test_controls_follow_the_session_state():
+    from types import SimpleNamespace
+
+    from samed.core.prompts import Prediction
+    from SegmentAnythingMedLib.effect_controls import controls
+    from SegmentAnythingMedLib.session_types import Candidates
+
+    assert controls(None) == controls(None, "") and not controls(None).apply and controls(None).status is None
+    three = Candidates(10, Prediction(np.zeros((3, 4, 4), bool), [0.9, 0.6, 0.3]))
+    state = dict(busy=False, has_preview=True, candidates=three, progress=None, status="slice 10: ...")
+    c = controls(SimpleNamespace(**state))
+    assert (c.next_candidate, c.propagate, c.stop, c.apply, c.cancel) == (True, True, False, True, True)
+    assert c.candidate_text.startswith("candidate 1 of 3") and c.status == "slice 10: ..." and c.progress is None
+    busy = controls(SimpleNamespace(**{**state, "busy": True, "progress": (2, 0)}), "propagating")
+    assert (busy.propagate, busy.stop, busy.apply, busy.cancel, busy.progress, busy.status) == \
+        (False, True, False, True, (2, 1), "propagating")

@@ -13,6 +13,7 @@ import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
 from SegmentAnythingMedLib.backend_settings import shared_provider
+from SegmentAnythingMedLib.effect_controls import controls
 from SegmentAnythingMedLib.effect_parameters import (APPLY_CHOICES, DEFAULTS, INTENSITY_CHOICES, RANGE_CHOICES,
                                                      options_from_parameters, read_parameters)
 from SegmentAnythingMedLib.gestures import BOX, SliceGestures, markups_handle_hovered, markups_slice_node
@@ -221,22 +222,19 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _refresh(self, session, message=None):
         """Buttons, candidate, progress and status from the session's state (``message`` overrides the status)."""
-        busy = session is not None and session.busy
-        preview = session is not None and session.has_preview
-        candidates = session.candidates if session is not None else None
-        self.candidateLabel.setText(candidates.describe() if candidates is not None else "")
-        self.nextCandidateButton.setEnabled(candidates is not None and len(candidates.prediction.scores) > 1)
-        self.propagateButton.setEnabled(candidates is not None and not busy)
-        self.stopButton.setEnabled(busy)
-        self.applyButton.setEnabled(preview and not busy)
-        self.cancelButton.setEnabled(preview or busy)
-        progress = session.progress if session is not None else None
-        self.progressBar.setVisible(progress is not None)
-        if progress is not None:
-            self.progressBar.setRange(0, max(progress[1], 1))
-            self.progressBar.setValue(progress[0])
-        if message or (session is not None and session.status):
-            self.statusLabel.setText(message or session.status)
+        c = controls(session, message)
+        self.candidateLabel.setText(c.candidate_text)
+        self.nextCandidateButton.setEnabled(c.next_candidate)
+        self.propagateButton.setEnabled(c.propagate)
+        self.stopButton.setEnabled(c.stop)
+        self.applyButton.setEnabled(c.apply)
+        self.cancelButton.setEnabled(c.cancel)
+        self.progressBar.setVisible(c.progress is not None)
+        if c.progress is not None:
+            self.progressBar.setRange(0, c.progress[1])
+            self.progressBar.setValue(c.progress[0])
+        if c.status is not None:
+            self.statusLabel.setText(c.status)
 
     # ------------------------------------------------------------------------------------------------ session
 
