@@ -28,9 +28,8 @@ POINT, BOX = "point", "box"
 C = vtk.vtkCommand
 LEFT_PRESS = (C.LeftButtonPressEvent, C.LeftButtonDoubleClickEvent)
 RIGHT_PRESS = (C.RightButtonPressEvent, C.RightButtonDoubleClickEvent)
-_D = slicer.vtkMRMLMarkupsDisplayNode
-HANDLE_COMPONENTS = (_D.ComponentControlPoint, _D.ComponentCenterPoint, _D.ComponentRotationHandle,
-                     _D.ComponentTranslationHandle, _D.ComponentScaleHandle)
+HANDLE_COMPONENTS = ("ComponentControlPoint", "ComponentCenterPoint", "ComponentRotationHandle",
+                     "ComponentTranslationHandle", "ComponentScaleHandle")  # vtkMRMLMarkupsDisplayNode's
 
 
 @dataclass(frozen=True)
@@ -127,9 +126,10 @@ def markups_handle_hovered(scene) -> bool:
     left press there drags it."""
     if scene is None:
         return False
+    handles = [getattr(slicer.vtkMRMLMarkupsDisplayNode, name) for name in HANDLE_COMPONENTS]  # Markups loaded now
     for n in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsDisplayNode")):
         display = scene.GetNthNodeByClass(n, "vtkMRMLMarkupsDisplayNode")
-        if display.GetVisibility() and display.GetActiveComponentType() in HANDLE_COMPONENTS:
+        if display.GetVisibility() and display.GetActiveComponentType() in handles:
             return True
     return False
 
