@@ -8,13 +8,17 @@ tests/slicer_scenes.py's SliceView). ``slicer_fakes.install()`` puts them in pla
 """
 from __future__ import annotations
 
+import os
+
 import slicer
 import vtk
 
 import slicer_fake_qt
 from slicer_fake_editor import set_python_source
 
-LOADER = {"generation": "5.10"}  # Slicer's current loader; tests replay "5.2" (5.2-5.8) too
+# Slicer's current loader by default; SAMED_SLICER_LOADER=5.2 runs every effect test under 5.2-5.8's loader and
+# widget (no cleanup()); tests/test_slicer_loading.py replays both generations in any case.
+LOADER = {"generation": os.environ.get("SAMED_SLICER_LOADER", "5.10")}
 
 
 class AbstractScriptedSegmentEditorEffect:

@@ -9,6 +9,7 @@ import slicer
 import vtk
 
 import slicer_fakes
+from slicer_fake_editor import GENERATIONS
 from slicer_scenes import (LPS, EffectHarness, ThresholdBackend, add_segmentation, add_volume, ellipsoid,  # noqa: F401
                            provider, slicer_env)
 
@@ -17,16 +18,21 @@ from SegmentAnythingMedLib.markup_bridge import box_around_slice_mask, place_roi
 from SegmentAnythingMedLib.preview import SegmentPreview
 
 
-@pytest.fixture
-def harness(slicer_env, provider):
+def build(slicer_env, generation=None):
     image, truth = ellipsoid((20, 30, 40), (10, 15, 20), (6, 8, 10))
     node = add_volume(slicer_env.scene, image, (0.8, 0.9, 2.5), LPS, (10.0, 20.0, 30.0))
     segmentation, (sid,) = add_segmentation(slicer_env.scene, node, ("ball",))
-    h = EffectHarness(slicer_env, node, segmentation, sid)
+    h = EffectHarness(slicer_env, node, segmentation, sid, generation)
     h.node, h.segmentation, h.sid, h.truth = node, segmentation, sid, truth
     h.volume = volume_bridge.volume_from_node(node)
     h.slice_node = slicer_env.slice_node("Axial")
     h.slice_node.JumpSliceByCentering(*volume_bridge.slice_position_ras(h.volume, 0, 10))
+    return h
+
+
+@pytest.fixture
+def harness(slicer_env, provider):
+    h = build(slicer_env)
     yield h
     h.effect.cleanup()
 
@@ -147,8 +153,10 @@ def test_segment_from_markups_prompts_in_the_view_the_user_last_worked_in(harnes
     assert (prompted.np_axis, prompted.view_name) == (2, "Yellow"), f"prompted in {prompted.view_name}"
 
 
-def test_cleanup_before_deletion_removes_the_preview(harness):
-    h = harness
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_deleting_the_effect_removes_its_preview(slicer_env, provider, generation):
+    """Nothing can Apply a deleted effect's preview: 5.10+ call cleanup() first, 5.2-5.8 only delete it."""
+    h = build(slicer_env, generation)
     preview = preview_slice_10(h)
-    h.editor.destroy()  # Slicer 5.10+: cleanup() then delete
+    h.editor.destroy()
     assert preview.GetScene() is None and not h.effect.timer.isActive()

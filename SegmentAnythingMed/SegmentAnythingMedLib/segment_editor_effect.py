@@ -42,6 +42,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.target = EffectEditTarget(scriptedEffect)
         self.rubberBands = {}  # view widget -> RubberBand drawn in it
         self.lastSliceNode = None  # the slice view the user last worked in ("Segment from markups" prompts there)
+        # Slicer 5.2-5.8 delete effects without cleanup(): the preview must not outlive the effect that can apply it
+        scriptedEffect.connect("destroyed()", self._dropSession)
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -286,11 +288,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def cleanup(self):
         """Called by Slicer 5.10+ before it deletes the effect (not by 5.2-5.8): nothing can Apply the preview then."""
         self.deactivate()
-        if self.session is not None:
-            self.session.cancel()
+        self._dropSession()
         if self.timer is not None:
             self.timer.stop()
             self.timer.disconnect("timeout()", self.onPoll)
+
+    def _dropSession(self):
+        if self.session is not None:
+            self.session.cancel()
 
     def onPoll(self):
         session = self.session
