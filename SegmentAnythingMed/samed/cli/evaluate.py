@@ -3,6 +3,7 @@ report.html (see docs/evaluation.md)."""
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 from ..core import io
@@ -85,7 +86,12 @@ def run(args) -> int:
     out = Path(args.out)
     try:
         with progress_bar(count_tasks(info), f"evaluate {info.path.name}") as bar:
-            result = evaluate_dataset(args.dataset, settings, source, out, args.restart, progress=bar.update)
+            try:
+                result = evaluate_dataset(args.dataset, settings, source, out, args.restart, progress=bar.update)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the finished pictures' rows are on disk already
+                print(f"samed evaluate: stopped; the rows of the pictures finished so far are kept in {out}: run the "
+                      f"same command again to resume", file=sys.stderr)
+                raise
         extra = {"dataset": str(info.path), "kind": info.kind, "model": result.model,
                  "prompt": choose_primary(settings.row_names()), "modes_run": [m.name for m in settings.modes],
                  "selection": settings.selection, "intensity": settings.intensity, "tolerance": settings.tolerance,

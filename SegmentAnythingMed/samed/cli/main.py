@@ -3,12 +3,29 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from typing import List, Optional
 
 from .. import __version__
 
 SUBCOMMANDS = ("segment", "evaluate", "serve")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the same clean-up runs (temporary
+    files removed, workers and service jobs ended) before samed exits with 143 (128 + SIGTERM)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def install_signal_handlers() -> None:
+    """Ctrl-C -> KeyboardInterrupt (also when the shell started samed with SIGINT ignored, as a non-interactive
+    shell does for `samed ... &`), SIGTERM -> :class:`Terminated`. Exit statuses: 130 and 143."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,8 +79,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    install_signal_handlers()
     try:
         return int(args.func(args) or 0)
+    except Terminated:
+        print("samed: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("samed: interrupted", file=sys.stderr)
         return 130

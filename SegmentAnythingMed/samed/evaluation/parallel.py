@@ -33,7 +33,10 @@ def _worker(index: int, factory: Callable, names: Dict[int, str], dataset: str, 
 
     from .runner import evaluate_task
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends its workers
+    # Ctrl-C reaches the whole process group: the parent alone handles it (keeps the finished rows, ends the
+    # workers); a worker that stopped on its own would only race the parent's clean-up. SIGTERM keeps its default.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # share the cores among the workers' in-process engines (read by torch when the factory imports it)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
@@ -115,7 +118,15 @@ def run_parallel(tasks: Iterable[Task], factories: Sequence[Callable], workers: 
         for p in procs:
             p.join(timeout=max(0.1, deadline - time.monotonic()))
     finally:
+        # on Ctrl-C / SIGTERM / an error: the queue's feeder thread may be blocked writing tasks that no worker
+        # will read; without this, exiting waits for it forever
+        task_q.cancel_join_thread()
+        result_q.cancel_join_thread()
         for p in procs:
             if p.is_alive():
                 p.terminate()
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
                 p.join(timeout=5)
