@@ -133,3 +133,32 @@ def test_a_deleted_effect_is_freed_and_its_timer_gone_without_cleanup(slicer_env
     assert ref() is None, f"the deleted effect is kept alive by {[type(r).__name__ for r in gc.get_referrers(ref())]}"
     session.wait(30)
     other.destroy()
+
+
+def test_the_fakes_reject_what_slicer_rejects(slicer_env):
+    """qMRMLNodeComboBox selects None for a node it does not list (setCurrentNodeIDInternal); a QTimer's parent must
+    be a QObject (PythonQt's argument check); a deleted QObject's connections are gone with it."""
+    import qt
+
+    combo = slicer.qMRMLNodeComboBox()
+    combo.nodeTypes = ["vtkMRMLMarkupsROINode"]
+    combo.noneEnabled = True
+    combo.setMRMLScene(slicer_env.scene)
+    roi = slicer_env.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    points = slicer_env.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    combo.setCurrentNode(roi)
+    assert combo.currentNode() is roi
+    combo.setCurrentNode(points)
+    assert combo.currentNode() is None
+    combo.setCurrentNode(roi)
+    slicer_env.scene.RemoveNode(roi)
+    assert combo.currentNode() is None
+    with pytest.raises(TypeError):
+        qt.QTimer("not a QObject")
+    owner = qt.QObject()
+    timer = qt.QTimer(owner)
+    calls = []
+    timer.connect("timeout()", lambda: calls.append(1))
+    timer.start()
+    owner.delete()
+    assert not timer.fire() and not calls and timer.deleted
