@@ -83,3 +83,8 @@ def test_saved_segmentation_replaces_the_file_whole(tmp_path, ctchest):
     write_segmentation(node, out)
     assert [p.name for p in out.parent.iterdir()] == ["x.seg.nrrd"]
     assert read_segmentation(out).names == read_segmentation(ctchest[1]).names
+
+
+def test_no_data_folder_is_a_clear_error():
+    run = samed("web")
+    assert run.returncode == 2 and "--data DIR (or --sample-data)" in run.stderr

@@ -21,8 +21,10 @@ def add_parser(sub) -> None:
                     f"(--access-token-file or ${WEB_TOKEN_ENV}) that the browser passes as ?secret=TOKEN.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="default %(default)s (0: any free port)")
-    p.add_argument("--data", action="append", default=[], metavar="DIR", required=True,
+    p.add_argument("--data", action="append", default=[], metavar="DIR",
                    help="a folder whose volumes (.nrrd, .nii[.gz], .mha) users may open (repeatable)")
+    p.add_argument("--sample-data", action="store_true",
+                   help="also offer the sample CT that the slicerio package ships (CTChest4.nrrd)")
     p.add_argument("--out", default="samed-web-out", metavar="DIR",
                    help="where Save writes NAME.seg.nrrd (default %(default)s)")
     p.add_argument("--access-token-file", help=f"file whose first line is the page's token (else ${WEB_TOKEN_ENV}; "
@@ -54,10 +56,17 @@ def run(args) -> int:
         raise ValueError(f"--port {args.port} is not a port number (0..65535)")
     if args.intensity == "window" and (args.window is None or args.level is None):
         raise ValueError("--intensity window needs --window and --level")
+    folders = list(args.data)
+    if args.sample_data:
+        import slicerio
+
+        folders.append(os.path.dirname(slicerio.get_testdata_file("CTChest4.nrrd")))
+    if not folders:
+        raise ValueError("give the folders users may open volumes from: --data DIR (or --sample-data)")
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # headless: EGL (Mesa) without X
     from ..web.files import DataFolders
 
-    data = DataFolders(args.data)
+    data = DataFolders(folders)
     from ..web import ensure_session_layer
 
     ensure_session_layer()
