@@ -17,10 +17,16 @@ import pytest
 from samed.core import io
 
 
-def start(*args, cwd=None):
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start(*args, cwd=None, sigint_ignored=False):
+    """``sigint_ignored``: started as a non-interactive shell starts `samed ... &` (SIGINT ignored, inherited)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "samed.cli.main", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env, start_new_session=True,
+                            preexec_fn=_ignore_sigint if sigint_ignored else None)
 
 
 def wait_for(condition, timeout: float, what: str, proc=None):
@@ -66,13 +72,15 @@ def small_dataset(shared_data, tmp_path):
     return d
 
 
-@pytest.mark.parametrize("sig, code, workers", [(signal.SIGINT, 130, 1), (signal.SIGINT, 130, 2),
-                                                (signal.SIGTERM, 143, 2)])
-def test_evaluate_stops_on_a_signal_keeps_its_rows_and_resumes(small_dataset, tmp_path, sig, code, workers):
+@pytest.mark.parametrize("sig, code, workers, sigint_ignored", [
+    (signal.SIGINT, 130, 1, False), (signal.SIGINT, 130, 1, True), (signal.SIGINT, 130, 2, False),
+    (signal.SIGTERM, 143, 2, False)])
+def test_evaluate_stops_on_a_signal_keeps_its_rows_and_resumes(small_dataset, tmp_path, sig, code, workers,
+                                                               sigint_ignored):
     before = tree_digest(small_dataset)
     out = tmp_path / "ev"
     args = ["evaluate", small_dataset, "--prompt", "box-all", "--out", out, "--no-report", "--bootstrap", "0"]
-    proc = start(*args, "--workers", workers)
+    proc = start(*args, "--workers", workers, sigint_ignored=sigint_ignored)
     finished = out / "finished.txt"
     wait_for(lambda: finished.is_file() and finished.read_text().count("\n") >= 1, 300, "the first picture", proc)
     os.killpg(proc.pid, sig)  # the whole job, as a terminal's Ctrl-C or `kill -TERM -PGID` does
