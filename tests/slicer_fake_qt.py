@@ -78,9 +78,9 @@ class qMRMLNodeComboBox(QWidget):
         self._current_id = None
 
     def setMRMLScene(self, scene):
+        if not self.noneEnabled:  # Qt's QComboBox then picks a node as rows come and go: not modelled here
+            raise NotImplementedError("fake qMRMLNodeComboBox: only noneEnabled = True is modelled")
         self._scene = scene
-        if self._current_id is None and not self.noneEnabled and self.nodes():
-            self._current_id = self.nodes()[0].GetID()
 
     def mrmlScene(self):
         return self._scene
