@@ -3,13 +3,15 @@
 - left click: include point; ctrl + left click: exclude point; a double click counts as a second click;
 - left drag (further than ``drag_px`` display pixels): a box from press to release;
 - right click: exclude point. The effect takes the whole right click, press and release (as Slicer's Draw effect
-  does): ``vtkMRMLSliceIntersectionWidget`` starts its zoom drag on the press and ends it only on the release
+  does, Modules/Loadable/Segmentations/EditorEffects/Python/SegmentEditorEffects/SegmentEditorDrawEffect.py): ``vtkMRMLSliceIntersectionWidget`` starts its zoom drag on the press and ends it only on the release
   (Libs/MRML/DisplayableManager/vtkMRMLSliceIntersectionWidget.cxx, WidgetEventZoomSliceStart/End), so a press
   passed on with its release taken would leave the view zooming. A right drag does nothing; zoom with the wheel
   or alt + right drag;
 - shift / alt (+ any button), or a press over a markups control point or ROI handle: left to Slicer (crosshair,
   pan, zoom, dragging the ROI), press and release alike;
-- a double click never reaches Slicer while the effect has the button (Slicer maximizes the view on it).
+- a double click never reaches Slicer while the effect has the button (Slicer maximizes the view on it:
+  vtkMRMLSliceIntersectionWidget, WidgetEventMaximizeView). Qt sends press, release, double click, release
+  (VTK's GUISupport/Qt/QVTKInteractorAdapter.cxx): the double click stands for the second press.
 
 :meth:`SliceGestures.process` takes a vtkCommand event id and returns ``(abort, action)``: ``abort`` is what the
 effect's ``processInteractionEvents`` returns (True: Slicer's interactor style does not see the event, see

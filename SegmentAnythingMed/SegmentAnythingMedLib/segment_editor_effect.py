@@ -274,7 +274,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def deactivate(self):
         """Slicer deactivates the effect when the user leaves the Segment Editor, places markups (the base class's
         interactionNodeModified selects no effect), switches segmentation or picks another effect. The preview and
-        a running job stay (as Fill between slices keeps its preview): Apply or Cancel decide, after re-activating."""
+        a running job stay (as Fill between slices and Grow from seeds keep theirs: their base class,
+        AbstractScriptedSegmentEditorAutoCompleteEffect, does nothing on deactivation): Apply or Cancel decide."""
         self.gestures.cancel()
         for viewWidget, band in self.rubberBands.items():
             self.scriptedEffect.removeActor2D(viewWidget, band.actor)
