@@ -129,3 +129,24 @@ def test_roi_handles_can_be_dragged_while_the_effect_is_active(scene):
     assert h.effect.session.slice_prompt is None and not h.effect.session.busy  # and no box was prompted
     drag(view, "Left", a + (60, 60), a + (90, 90))  # away from the ROI's handles a drag is the effect's box
     assert h.effect.session.busy or h.effect.session.slice_prompt is not None
+
+
+def test_a_right_double_click_is_two_exclude_points_and_leaves_the_view_idle(scene):
+    h, view = scene, scene.view
+    click(view, "Left", h.xy(20, 15))
+    xy = h.xy(25, 15)
+    click(view, "Right", xy)
+    view.event("RightButtonDoubleClickEvent", xy)
+    view.event("RightButtonReleaseEvent", xy)
+    finish(h)
+    assert len(h.effect.session.slice_prompt.exclude_xy) == 2
+    assert view.intersection_widget().GetWidgetState() == IDLE
+
+
+def test_shift_left_drag_stays_slicers_pan_while_the_effect_is_active(scene):
+    h, view = scene, scene.view
+    origin = [view.node.GetXYToRAS().GetElement(r, 3) for r in range(3)]
+    drag(view, "Left", (200, 150), (260, 150), shift=True)
+    assert [view.node.GetXYToRAS().GetElement(r, 3) for r in range(3)] != origin, "Slicer did not pan"
+    assert h.effect.session.slice_prompt is None and not h.effect.session.busy
+    assert view.intersection_widget().GetWidgetState() == IDLE
