@@ -26,14 +26,14 @@ Bucholtz 1992), computed with SimpleITK's SignedMaurerDistanceMap.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .backend import Backend
 from .prompts import Prompt, box_from_mask
-from .propagation import PropagationSettings, _grow, propagate
+from .propagation import DIRECTIONS, PropagationSettings, _check_next, _grey_stats, _grow
 
 KEY, INTERPOLATED, WALKED = "key", "interpolated", "walked"
 
@@ -168,6 +168,46 @@ def fill_between(backend: Backend, get_slice: Callable[[int], np.ndarray], lo: i
     return {i: v for i, v in done.items() if lo < i < hi}
 
 
+def key_grey_stats(get_slice: Callable[[int], np.ndarray], keys: Dict[int, np.ndarray]) -> Tuple[float, float]:
+    """Mean and standard deviation of the grey values (of the pictures the model sees) under all the non-empty
+    key masks together: the object's intensity as the user has shown it, not one slice's."""
+    values = [np.asarray(get_slice(i))[..., 0][m] for i, m in sorted(keys.items()) if m.any()]
+    v = np.concatenate(values).astype(np.float64)
+    return float(v.mean()), float(v.std())
+
+
+def walk_out(backend: Backend, get_slice: Callable[[int], np.ndarray], start: int, start_mask: np.ndarray,
+             direction: str, bound: int, s: PropagationSettings, grey: Tuple[float, float],
+             should_cancel: Optional[Callable[[], bool]] = None):
+    """The walk of ``core.propagation`` from key slice ``start`` outwards to ``bound`` (inclusive), with its stop
+    rules; the intensity rule compares with the start key's statistics and with ``grey`` (all key slices'
+    statistics): a mask must look like both. Returns ({slice: (mask,
+    score)}, why it stopped)."""
+    step = DIRECTIONS[direction]
+    prev, prev_area, idx = start_mask, int(start_mask.sum()), start
+    greys = [_grey_stats(get_slice(start), start_mask), grey]
+    out: Dict[int, Tuple[np.ndarray, float]] = {}
+    while (idx + step - bound) * step <= 0:
+        if should_cancel is not None and should_cancel():
+            return out, f"cancelled at slice {idx + step}"
+        if s.max_slices is not None and abs(idx + step - start) > s.max_slices:
+            return out, f"range: {s.max_slices} slices from key slice {start}"
+        idx += step
+        box = _grow(box_from_mask(prev, s.box_margin_px), s.box_margin_frac, prev.shape)
+        picture = get_slice(idx)
+        pred = backend.segment(picture, Prompt(box_xy=box), multimask=False)
+        rule, detail = None, ""
+        for stats in greys:  # the intensity rule against each: the start key's and all keys' statistics
+            rule, detail = _check_next(pred.best, pred.best_score, prev, prev_area, s, picture, stats)
+            if rule:
+                break
+        if rule:
+            return out, f"{rule} at slice {idx}: {detail}"
+        out[idx] = (pred.best, pred.best_score)
+        prev, prev_area = pred.best, int(pred.best.sum())
+    return out, f"range: reached slice {idx}"
+
+
 def _runs(keys: Dict[int, np.ndarray], lo: int, hi: int) -> List[Tuple[int, int, List[int]]]:
     """Split lo..hi at absent keys: (run start, run end, the non-empty keys in it) for runs holding keys."""
     absent = sorted(i for i, m in keys.items() if not m.any())
@@ -221,24 +261,60 @@ def segment_from_key_slices(backend: Backend, get_slice: Callable[[int], np.ndar
             for i, (mask, score, how) in fill_between(backend, get_slice, a, keys[a], b, keys[b], s, tick).items():
                 if mask.any():
                     result.masks[i], result.scores[i], result.kinds[i] = mask, score, how
-        for direction, start in (("down", inside[0]), ("up", inside[-1])):
-            walk = propagate(backend, get_slice, n_slices, start, keys[start],
-                             replace(s.walk, index_range=(r0, r1)), directions=(direction,),
-                             should_cancel=should_cancel)
-            for i, mask in walk.masks.items():
-                if i != start:
-                    result.masks[i], result.scores[i], result.kinds[i] = mask, walk.scores[i], WALKED
-                    tick()
-            why = walk.stopped.get(direction, "")
-            if why.startswith("range") and direction == "up" and r1 < hi:
-                why = f"absent key slice {r1 + 1}"
-            elif why.startswith("range") and direction == "down" and r0 > lo:
-                why = f"absent key slice {r0 - 1}"
+        grey = key_grey_stats(get_slice, {k: keys[k] for k in inside})
+        for direction, start, bound in (("down", inside[0], r0), ("up", inside[-1], r1)):
+            walked, why = walk_out(backend, get_slice, start, keys[start], direction, bound, s.walk, grey,
+                                   should_cancel)
+            for i, (mask, score) in walked.items():
+                result.masks[i], result.scores[i], result.kinds[i] = mask, score, WALKED
+                tick()
+            if why.startswith("range: reached") and bound not in (lo, hi):
+                why = f"absent key slice {bound + DIRECTIONS[direction]}"
             name = direction if len(runs) == 1 else f"{direction} from {start}"
             result.stopped[name] = why
     if progress is not None:
         progress(total, total)
     return result
+
+
+def box_fit(mask: np.ndarray, box_xy) -> float:
+    """IoU of a mask's tight box with a box (x0, y0, x1, y1, pixel-inclusive); 0 for an empty mask."""
+    tight = box_from_mask(mask)
+    if tight is None:
+        return 0.0
+    a, b = np.asarray(tight, float), np.asarray(box_xy, float)
+    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    inter = max(iw, 0.0) * max(ih, 0.0)
+    area = lambda c: (c[2] - c[0] + 1) * (c[3] - c[1] + 1)  # noqa: E731
+    return float(inter / (area(a) + area(b) - inter))
+
+
+def clip_to_box(mask: np.ndarray, box_xy) -> np.ndarray:
+    x0, y0, x1, y1 = (int(round(v)) for v in box_xy)
+    out = np.zeros_like(mask, dtype=bool)
+    out[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = mask[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1]
+    return out
+
+
+def mask_for_key_box(backend: Backend, picture: np.ndarray, box_xy, priors: Sequence[Tuple[np.ndarray, float]] = (),
+                     score_weight: float = 0.5) -> Tuple[np.ndarray, float, str]:
+    """The key mask for a box the user drew on a slice: (mask, score, where it came from).
+
+    A user's box is tight: the object touches its four sides. Candidates are the model's masks for the box and
+    ``priors`` (masks the tool already had on this slice, e.g. the preview there, with their scores) clipped to
+    the box; the candidate whose own tight box fits the user's box best (``box_fit``, plus ``score_weight`` x
+    its score) is kept, so a box never makes a slice worse than the preview it corrects when the model
+    misreads it.
+    """
+    pred = backend.segment(picture, Prompt(box_xy=np.asarray(box_xy, float)), multimask=False)
+    cands = [(pred.best, pred.best_score, "model")]
+    for k, (prior, score) in enumerate(priors):
+        clipped = clip_to_box(np.asarray(prior, bool), box_xy)
+        if clipped.any():
+            cands.append((clipped, float(score), f"prior {k + 1}"))
+    best = max(cands, key=lambda c: box_fit(c[0], box_xy) + score_weight * c[1])
+    return best
 
 
 def key_masks_from_prompts(backend: Backend, get_slice: Callable[[int], np.ndarray],

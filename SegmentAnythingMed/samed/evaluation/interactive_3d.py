@@ -28,7 +28,7 @@ import numpy as np
 
 from ..core import metrics
 from ..core.geometry import extract_slice, insert_slice
-from ..core.key_slices import KeySliceSettings, segment_from_key_slices
+from ..core.key_slices import KeySliceResult, KeySliceSettings, mask_for_key_box, segment_from_key_slices
 from ..core.prompts import Prompt, box_from_mask
 from ..core.volume_session import VolumeSession
 from .simulate import SCORE, choose, multimask_for
@@ -120,9 +120,16 @@ def run_interactive_3d(session: VolumeSession, ref3d: np.ndarray, max_interactio
     keys: Dict[int, np.ndarray] = {}
     rounds: List[Round] = []
     index, action = seed_slice(slices), BOX
+    res: Optional[KeySliceResult] = None
     while True:
         ref2d = extract_slice(ref3d, ax, index)
-        keys[index] = box_mask(session, index, ref2d, selection) if action == BOX else np.zeros(ref2d.shape, bool)
+        if action == ABSENT:
+            keys[index] = np.zeros(ref2d.shape, bool)
+        elif res is None:
+            keys[index] = box_mask(session, index, ref2d, selection)
+        else:  # a box on a slice that already has a preview: the tool keeps what fits the box best
+            prior = [(res.masks[index], res.scores[index])] if index in res.masks else []
+            keys[index] = mask_for_key_box(session.backend, session.picture(index), box_from_mask(ref2d), prior)[0]
         if any(m.any() for m in keys.values()):
             res = segment_from_key_slices(session.backend, session.picture, session.n_slices, keys, settings)
             pred, stopped = res.to_volume(ref3d.shape, ax), "; ".join(f"{d}: {w}" for d, w in
