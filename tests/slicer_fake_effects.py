@@ -22,7 +22,9 @@ LOADER = {"generation": os.environ.get("SAMED_SLICER_LOADER", "5.10")}
 
 
 class AbstractScriptedSegmentEditorEffect:
-    """As Slicer's SegmentEditorEffects.AbstractScriptedSegmentEditorEffect (the parts used)."""
+    """As Slicer's SegmentEditorEffects.AbstractScriptedSegmentEditorEffect (Modules/Loadable/Segmentations/
+    EditorEffects/Python/SegmentEditorEffects/AbstractScriptedSegmentEditorEffect.py, v5.10.0 and main: the parts
+    used). It has no interactionNodeModified: the C++ adaptor then runs the base class's (ScriptedEffectAdaptor)."""
 
     def __init__(self, scriptedEffect):
         self.scriptedEffect = scriptedEffect
