@@ -22,7 +22,7 @@ Nothing is written anywhere: the caller previews :class:`KeySliceResult` (each s
 SimpleITK 2.5 has no wrapper for ITK's MorphologicalContourInterpolator (what Slicer's "Fill between slices"
 uses; it is an ITK remote module, ``itk-morphologicalcontourinterpolation``, which pulls ~200 MB of ITK
 packages), so the shape between two key masks is the classic signed-distance interpolation (Herman, Zheng &
-Bucholtz 1992), computed with SimpleITK's SignedMaurerDistanceMap.
+Bucholtz 1992), computed with scipy's Euclidean distance transform.
 """
 from __future__ import annotations
 
@@ -80,12 +80,13 @@ class KeySliceResult:
 
 
 def _sdf(mask: np.ndarray) -> np.ndarray:
-    """Signed distance to the mask's boundary in pixels (negative inside)."""
-    import SimpleITK as sitk
+    """Signed distance to the mask's edge in pixels, negative inside: pixel centres sit half a pixel from the
+    edge between an inside and an outside pixel, so the zero level of one mask's map is that mask again."""
+    from scipy.ndimage import distance_transform_edt
 
-    img = sitk.GetImageFromArray(mask.astype(np.uint8))
-    return sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
-                                                              useImageSpacing=False))
+    inside = distance_transform_edt(mask) - 0.5
+    outside = distance_transform_edt(~mask) - 0.5
+    return np.where(mask, -inside, outside)
 
 
 def interpolate_shapes(lower: np.ndarray, upper: np.ndarray, n_between: int) -> List[np.ndarray]:

@@ -1,0 +1,177 @@
+"""Key-slice prompting (samed.core.key_slices) on synthetic volumes where the answer is known.
+
+The fake model segments the bright pixels (grey > 100) inside the box it is given, as LiteMedSAM does on a
+bright object on a dark background (it follows edges within the box; it never looks outside the box), with
+score 0.9 for a non-empty mask. It takes boxes only, like LiteMedSAM (``engines.models``: prompt_kinds box).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from samed.core.backend import Backend, EmbeddingHandle, image_key
+from samed.core.key_slices import (INTERPOLATED, KEY, WALKED, KeySliceSettings, box_fit, interpolate_shapes,
+                                   mask_for_key_box, segment_from_key_slices)
+from samed.core.prompts import BOX, Prediction
+
+
+class BrightInBoxBackend(Backend):
+    model = "bright-in-box"
+
+    def __init__(self, threshold: int = 100, score_by_fill: bool = False):
+        self.pictures = {}
+        self.threshold = threshold
+        self.score_by_fill = score_by_fill  # score 0.5 + 0.5 x the fraction of the box the mask fills
+        self.boxes = []
+
+    def info(self):
+        return {}
+
+    def prompt_kinds(self):
+        return frozenset({BOX})
+
+    def encode(self, image_rgb):
+        key = image_key(self.model, image_rgb)
+        self.pictures[key] = image_rgb
+        return EmbeddingHandle(key, self.model, image_rgb.shape[:2])
+
+    def decode(self, handle, prompt, multimask=None):
+        if prompt.box_xy is None:
+            raise ValueError("box-only model")
+        pic = self.pictures[handle.key]
+        self.boxes.append(np.asarray(prompt.box_xy))
+        x0, y0, x1, y1 = np.round(prompt.box_xy).astype(int)
+        mask = np.zeros(pic.shape[:2], bool)
+        mask[y0:y1 + 1, x0:x1 + 1] = pic[y0:y1 + 1, x0:x1 + 1, 0] > self.threshold
+        score = 0.9 if mask.any() else 0.1
+        if self.score_by_fill:
+            score = 0.5 + 0.5 * mask.sum() / ((x1 - x0 + 1) * (y1 - y0 + 1))
+        return Prediction(mask[None], [score])
+
+
+def disk(r, centre=(32, 32), shape=(64, 64)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= r * r
+
+
+def volume(masks, grey=200):
+    """Pictures (grey 10 background) with each mask drawn at ``grey`` (a per-slice list of (mask, grey))."""
+    pics = []
+    for m in masks:
+        pic = np.full(m.shape + (3,), 10, np.uint8)
+        pic[m] = grey
+        pics.append(pic)
+    return pics
+
+
+def test_interpolated_shapes_between_two_disks_grow_linearly():
+    shapes = interpolate_shapes(disk(5), disk(15), 4)
+    radii = [np.sqrt(s.sum() / np.pi) for s in shapes]
+    assert np.allclose(radii, [7, 9, 11, 13], atol=0.5)
+    same = interpolate_shapes(disk(8), disk(8), 3)
+    assert all(np.array_equal(s, disk(8)) for s in same)
+    moved = interpolate_shapes(disk(6, (20, 20)), disk(6, (20, 30)), 1)[0]  # overlapping disks: halfway
+    ys, xs = np.nonzero(moved)
+    assert abs(xs.mean() - 25) < 0.5 and abs(ys.mean() - 20) < 0.5
+    with pytest.raises(ValueError, match="non-empty"):
+        interpolate_shapes(disk(5), np.zeros((64, 64), bool), 2)
+
+
+def test_keys_are_filled_between_and_walked_beyond_to_the_objects_ends():
+    radii = [0, 0, 0, 4, 6, 8, 10, 12, 12, 10, 8, 6, 0, 0]
+    masks = [disk(r) if r else np.zeros((64, 64), bool) for r in radii]
+    pics = volume(masks)
+    res = segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], len(pics), {5: masks[5], 9: masks[9]})
+    assert res.indices == list(range(3, 12))
+    for i in res.indices:
+        assert np.array_equal(res.masks[i], masks[i]), i
+    assert {i: k.split()[0] for i, k in res.kinds.items()} == {
+        3: WALKED, 4: WALKED, 5: KEY, 6: INTERPOLATED, 7: INTERPOLATED, 8: INTERPOLATED, 9: KEY, 10: WALKED,
+        11: WALKED}
+    assert res.stopped["down"].startswith("empty at slice 2")
+    assert res.stopped["up"].startswith("empty at slice 12")
+
+
+def test_between_keys_the_candidate_that_agrees_with_the_shape_wins():
+    """Slice 2 holds the object and, to its right, another bright structure. The neighbour's box
+    (grown) and the interpolated shape's box keep to the object; the linear key box of a wide key on slice 4
+    would take in the other structure, and the model scores that mask higher (it fills its box better). The
+    judged candidate is the object alone; judged by score alone (shape_weight 0) it would not be."""
+    obj = [disk(8)] * 5
+    other = np.zeros((64, 64), bool)
+    other[24:40, 46:60] = True  # right of the disk (columns 24..40), beyond its grown box (about 21..43)
+    pics = volume(obj)
+    pics[2][other] = 200
+    wide = disk(8).copy()
+    wide[31:33, 40:62] = True  # a thin arm on key slice 4 makes its box wide
+    pics[4][wide] = 200
+    res = segment_from_key_slices(BrightInBoxBackend(score_by_fill=True), lambda i: pics[i], 5,
+                                  {0: obj[0], 4: wide})
+    assert not (res.masks[2] & other).any()
+    assert (res.masks[2] & disk(8)).sum() >= 0.95 * disk(8).sum()
+    by_score = segment_from_key_slices(BrightInBoxBackend(score_by_fill=True), lambda i: pics[i], 5,
+                                       {0: obj[0], 4: wide}, KeySliceSettings(shape_weight=0.0))
+    assert (by_score.masks[2] & other).any()
+
+
+def test_an_absent_key_slice_ends_the_walk_and_an_roi_bounds_everything():
+    masks = [disk(8)] * 12  # the object fills every slice
+    pics = volume(masks)
+    none = np.zeros((64, 64), bool)
+    res = segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 12, {5: masks[5], 8: none})
+    assert res.indices == list(range(0, 8))
+    assert res.stopped["up"] == "absent key slice 8"
+    assert res.stopped["down"].startswith("range: reached slice 0")
+    res = segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 12, {5: masks[5]},
+                                  KeySliceSettings(index_range=(3, 9)))
+    assert res.indices == list(range(3, 10))
+    with pytest.raises(ValueError, match=r"key slice\(s\) \[1\] outside the slice range 3..9"):
+        segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 12, {1: masks[1], 5: masks[5]},
+                                KeySliceSettings(index_range=(3, 9)))
+    with pytest.raises(ValueError, match="no key slice holds the object"):
+        segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 12, {5: none})
+
+
+def test_two_objects_split_by_an_absent_key_are_walked_separately():
+    masks = [disk(6)] * 10
+    pics = volume(masks)
+    none = np.zeros((64, 64), bool)
+    res = segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 10, {2: masks[2], 5: none, 8: masks[8]})
+    assert res.indices == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert res.stopped["up from 2"] == "absent key slice 5" and res.stopped["down from 8"] == "absent key slice 5"
+
+
+@pytest.mark.parametrize("grey, stops", [(190, False), (140, True)])
+def test_walk_beyond_stops_where_the_mask_moves_onto_another_tissue(grey, stops):
+    """Slices 6..9 hold a structure of the same shape right after the object (slices 0..5), as a liver below
+    a lung: the fake model follows it. The intensity rule (against the key slices' grey values) ends the walk
+    there when its grey differs."""
+    pics = volume([disk(8)] * 10)
+    for i in range(6, 10):
+        pics[i][disk(8)] = grey
+    res = segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 10, {2: disk(8), 4: disk(8)})
+    if stops:
+        assert res.indices == list(range(0, 6)) and res.stopped["up"].startswith("intensity at slice 6")
+    else:
+        assert res.indices == list(range(0, 10))
+
+
+def test_walk_beyond_stops_on_a_jump_in_area():
+    masks = [disk(10)] * 5 + [disk(3)] * 3  # (3/10)^2 = 9 % of the area: below min_area_ratio 0.25
+    pics = volume(masks)
+    res = segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 8, {1: masks[1]})
+    assert res.indices == [0, 1, 2, 3, 4] and res.stopped["up"].startswith("shrink at slice 5")
+
+
+def test_key_mask_for_a_box_keeps_what_fits_the_box():
+    box = np.array([24, 24, 40, 40])  # tight around disk(8)
+    pic = volume([disk(8)])[0]
+    model_mask, score, source = mask_for_key_box(BrightInBoxBackend(), pic, box)
+    assert source == "model" and np.array_equal(model_mask, disk(8)) and box_fit(model_mask, box) == 1.0
+    # a model that misreads the box (finds only a small part, as LiteMedSAM on some end slices): the preview
+    # there, clipped to the box, fits it and is kept
+    misread = volume([disk(3)])[0]
+    preview = disk(9)
+    mask, _, source = mask_for_key_box(BrightInBoxBackend(), misread, box, [(preview, 0.9)])
+    assert source == "prior 1" and mask.sum() == (disk(9)[24:41, 24:41]).sum()
+    assert box_fit(np.zeros((64, 64), bool), box) == 0.0
