@@ -203,10 +203,11 @@ class OnnxEngine:
         self.exported = False  # True if this construction exported the graphs (False: loaded from the cache)
         self.manifest = self._load_or_export()
         self.bf16_check: Optional[dict] = None
-        if self.precision == "bf16":
-            self._open_bf16_encoder()
+        self.fallback_reason: Optional[str] = None  # set by engine "auto" when a faster engine was refused here
         self._mean = np.asarray(self.spec.pixel_mean, np.float32)
         self._std = np.asarray(self.spec.pixel_std, np.float32)
+        if self.precision == "bf16":
+            self._open_bf16_encoder()  # checked on real walks: encodes through self.preprocess
 
     # ---- graphs: cache, export, sessions ---------------------------------------------------------------------
     def _checkpoint_path(self, checkpoint: Optional[str]) -> str:
@@ -256,17 +257,22 @@ class OnnxEngine:
 
     def _open_bf16_encoder(self) -> None:
         """Open OpenVINO's bfloat16 compilation of the exported encoder, checked against the float32 graph in ONNX
-        Runtime (the result is cached per graph and OpenVINO version: later starts open no float32 encoder)."""
+        Runtime on CTChest4 walks and boxes (``precision_check``; cached per graph, OpenVINO version and CPU:
+        later starts open no float32 encoder)."""
         from .openvino_encoder import OpenVinoEncoder, check_bf16
 
         threads = int(self._threads or os.environ.get("SAMED_ORT_THREADS") or available_cores())
         encoder = OpenVinoEncoder(str(self.artifacts.encoder), "bf16", threads)
-        sidecar = self.artifacts.encoder.with_name(self.artifacts.encoder.name.replace(".encoder.onnx",
-                                                                                         ".encoder-bf16-check.json"))
         float32 = lambda: self._session(str(self.artifacts.encoder), "cpu")  # noqa: E731 (only if not cached)
-        self.bf16_check = check_bf16(encoder, float32, self._prepare, self._decoder, self.spec, sidecar,
+        self.bf16_check = check_bf16(self, encoder, float32, self.bf16_check_path,
                                      self.manifest["files"]["encoder"]["sha256"])
-        self._encoder = encoder
+        self._encoder = encoder.compile()
+
+    @property
+    def bf16_check_path(self) -> Path:
+        """Where the bfloat16 encoder's check result is cached (beside the graphs)."""
+        enc = self.artifacts.encoder
+        return enc.with_name(enc.name.replace(".encoder.onnx", ".encoder-bf16-check.json"))
 
     @property
     def sam(self):
@@ -372,4 +378,5 @@ class OnnxEngine:
                 "embedding_dtype": str(self.embedding_dtype), "precision": self.precision,
                 "encoder_onnx": str(self.artifacts.encoder),
                 "export_check": self.manifest.get("check", {}),
-                **({"bf16_check": self.bf16_check} if self.bf16_check else {})}
+                **({"bf16_check": self.bf16_check} if self.bf16_check else {}),
+                **({"fallback_reason": self.fallback_reason} if self.fallback_reason else {})}

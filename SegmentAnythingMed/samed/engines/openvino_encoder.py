@@ -13,9 +13,11 @@ cut after stage 1 (:func:`split_model`):
 
 On 34 real slices its masks agreed with the float32 engine's at mean Dice 0.994 (OpenVINO's bfloat16 mode on the
 whole graph: 0.9895, min 0.947, and propagated 3D Dice moved by up to 0.034), at about 2x the speed of ONNX Runtime
-float32 (docs/speed.md has the table of what was tried). :func:`check_bf16` measures the agreement on the export's
-check picture before the engine is used; the speed benchmark (``bench/bench_speed.py``) measures the Dice change
-on real data against torch.
+float32 on a Sapphire Rapids CPU (AMX; docs/speed.md has the table of what was tried). bfloat16 kernels differ
+between CPUs: on an AMD Zen 4 (AVX512-BF16, no AMX) the same layout moved a propagated spleen's 3D Dice by 0.0109.
+So :func:`check_bf16` runs :mod:`samed.engines.precision_check` (propagation walks and box prompts on CTChest4
+against float32) on each CPU before the engine is used, and refuses it beyond the accuracy bound; the speed
+benchmark (``bench/bench_speed.py``) measures the Dice change on real data against torch.
 
 Only the encoder runs here: the decoder stays in ONNX Runtime in float32 (it is fast and cheap already).
 Needs ``pip install openvino``; nothing else of this module imports it at import time.
@@ -26,7 +28,6 @@ import json
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -34,11 +35,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# the bfloat16 encoder is used only if, on the export's check picture and boxes, its masks agree with the float32
-# graph's on at least this fraction of low-res pixels and its scores within this bound
-BF16_MASK_AGREEMENT = 0.995
-BF16_SCORE_TOLERANCE = 2e-2
-BF16_CHECK_VERSION = 1
+# the bfloat16 encoder is used only if it passes precision_check (walks and boxes on CTChest4 within the Dice
+# bound of float32); the cached result is keyed by this version too
+BF16_CHECK_VERSION = 2
 BF16_TAIL = "layers.2"  # the first TinyViT stage that runs wholly in bfloat16 (with the stages after it and the neck)
 
 
@@ -159,18 +158,29 @@ class OpenVinoEncoder:
         if parts is None:
             self.bf16_products = bf16_weight_products(model) if precision == "bf16" else 0
             self.layout = "whole graph"
-            self._requests = [core.compile_model(model, "CPU", config).create_infer_request()]
+            self._parts = [(model, config)]
         else:
             head, tail = parts
             self.bf16_products = bf16_weight_products(head)
             self.layout = "head fp32 + bf16 weight products, tail bf16"
-            self._requests = [core.compile_model(head, "CPU", config).create_infer_request(),
-                              core.compile_model(tail, "CPU", dict(config, INFERENCE_PRECISION_HINT="bf16"))
-                              .create_infer_request()]
+            self._parts = [(head, config), (tail, dict(config, INFERENCE_PRECISION_HINT="bf16"))]
+        self._core = core
+        self._requests = None  # compiled on first use (compile()): a refusal read from the cache compiles nothing
         self._lock = threading.Lock()  # one set of infer requests: calls from several threads take turns
+
+    def compile(self) -> "OpenVinoEncoder":
+        """Compile the graph(s) for the CPU (about 2.5 s; done once, by the first run() if not before)."""
+        with self._lock:
+            if self._requests is None:
+                self._requests = [self._core.compile_model(model, "CPU", config).create_infer_request()
+                                  for model, config in self._parts]
+                self._parts = None
+        return self
 
     def run(self, output_names, feeds: Dict[str, np.ndarray]):
         x = np.ascontiguousarray(feeds["image"], dtype=np.float32)
+        if self._requests is None:
+            self.compile()
         with self._lock:
             for request in self._requests:
                 x = request.infer({0: x})[0]  # a view of the request's buffer: used before the next call
@@ -182,59 +192,68 @@ class OpenVinoEncoder:
         return [f"OpenVINO {self.version} CPU, {what}"]
 
 
-def check_bf16(encoder: "OpenVinoEncoder", reference_factory, prepare, decoder, spec, sidecar: Path,
-               source_sha256: str) -> dict:
-    """Compare the bfloat16 encoder with the float32 graph (``reference_factory()``: an ONNX Runtime session,
-    opened only when the check is not cached) on the
-    export's check picture and boxes, through the same decoder. Cached in ``sidecar`` (per graph, OpenVINO
-    version, CPU model and graph layout: a cache directory shared by several machines is checked on each); raises :class:`OpenVinoUnavailable` if the masks disagree beyond the bounds above."""
+def cpu_identity() -> str:
+    """The CPU model as precisely as this system says it (vendor, family, model, stepping, name, the bfloat16 and
+    AMX flags): bfloat16 kernels differ between CPU generations that OpenVINO calls by the same name."""
+    import platform
+
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    if not fields:
+        return platform.processor() or platform.machine()
+    flags = sorted(set(fields.get("flags", "").split()) & {"avx512_bf16", "amx_bf16", "amx_int8", "amx_fp16"})
+    return " ".join([fields.get("vendor_id", "?"), f"family {fields.get('cpu family', '?')}",
+                     f"model {fields.get('model', '?')}", f"stepping {fields.get('stepping', '?')}",
+                     fields.get("model name", "?"), ",".join(flags)])
+
+
+def check_bf16(engine, encoder: "OpenVinoEncoder", float32_factory, sidecar: Path, source_sha256: str) -> dict:
+    """Check the bfloat16 ``encoder`` against the float32 graph (``float32_factory()``: an ONNX Runtime session,
+    opened only when the check is not cached) with :func:`samed.engines.precision_check.check_reduced_precision`:
+    propagation walks and box prompts on CTChest4, every Dice within the accuracy bound of float32's.
+
+    Cached in ``sidecar`` per graph (SHA-256), OpenVINO version, CPU (:func:`cpu_identity`), graph layout, check
+    version and bound: a cache directory shared by several machines is checked on each. Raises
+    :class:`OpenVinoUnavailable` (with the measures that failed) if the encoder does not hold the bound."""
+    from . import precision_check
+
     key = {"source_sha256": source_sha256, "openvino": encoder.version, "cpu": encoder.device_name,
-           "layout": encoder.layout, "version": BF16_CHECK_VERSION,
-           "agreement_min": BF16_MASK_AGREEMENT, "score_tol": BF16_SCORE_TOLERANCE}
+           "cpu_identity": cpu_identity(), "layout": encoder.layout, "version": BF16_CHECK_VERSION,
+           "check": precision_check.CHECK_VERSION, "dice_bound": precision_check.DICE_BOUND}
     try:
         cached = json.loads(sidecar.read_text(encoding="utf-8"))
         if cached.get("key") == key:
-            result = cached["result"]
+            result = dict(cached["result"], cached=True)
             if not result.get("passed"):
                 raise OpenVinoUnavailable(result.get("why", "the bfloat16 encoder failed its check"))
             return result
     except (OSError, ValueError, KeyError):
         pass
-    from .onnx_export import CHECK_BOXES, _box_points, normalized_check_input
-
-    t0 = time.perf_counter()
-    x = normalized_check_input(spec)
-    feats_ref = reference_factory().run(None, {"image": x})[0]
-    feats = encoder.run(None, {"image": x})[0]
-    agreement, score_diff = 1.0, 0.0
-    prep_ref = prepare.run(None, {"image_embeddings": feats_ref})
-    prep = prepare.run(None, {"image_embeddings": feats})
-    names = [i.name for i in prepare.get_outputs()]
-    for box in CHECK_BOXES:
-        coords, labels = _box_points(box)
-        low_ref, iou_ref = decoder.run(None, dict(zip(names, prep_ref), point_coords=coords, point_labels=labels))
-        low, iou = decoder.run(None, dict(zip(names, prep), point_coords=coords, point_labels=labels))
-        agreement = min(agreement, float(((low > 0) == (low_ref > 0)).mean()))
-        score_diff = max(score_diff, float(np.abs(iou - iou_ref).max()))
-    result = {"feature_max_abs_diff": float(f"{np.abs(feats - feats_ref).max():.3g}"),
-              "low_res_mask_agreement": float(f"{agreement:.5g}"), "score_max_abs_diff": float(f"{score_diff:.3g}"),
-              "seconds": round(time.perf_counter() - t0, 2)}
-    problems = []
-    if not np.isfinite(feats).all():
-        problems.append("non-finite features")
-    if agreement < BF16_MASK_AGREEMENT:
-        problems.append(f"only {agreement:.2%} of mask pixels agree with float32 (< {BF16_MASK_AGREEMENT:.1%})")
-    if score_diff > BF16_SCORE_TOLERANCE:
-        problems.append(f"scores differ by {score_diff:.3g} (> {BF16_SCORE_TOLERANCE:g})")
-    result["passed"] = not problems
-    if problems:
-        result["why"] = "the bfloat16 encoder does not reproduce float32: " + "; ".join(problems)
+    log.info("checking the bfloat16 encoder against float32 on CTChest4 (once per CPU, graph and OpenVINO "
+             "version) ...")
+    try:
+        result = precision_check.check_reduced_precision(engine, encoder, float32_factory)
+    except (ImportError, OSError, ValueError, KeyError) as exc:  # the check data cannot be read: do not trust bf16
+        raise OpenVinoUnavailable(f"the bfloat16 encoder could not be checked ({type(exc).__name__}: {exc})") from exc
+    if result["passed"]:
+        log.info("bfloat16 encoder checked in %.1f s: every Dice within %s of float32 (worst %s: %.4f)",
+                 result["seconds"], result["dice_bound"], result["worst"], result["worst_abs_diff"])
+    else:
+        log.warning("bfloat16 encoder refused after a %.1f s check: %s", result["seconds"], result["why"])
     try:
         tmp = sidecar.with_name(sidecar.name + f".tmp-{os.getpid()}")
         tmp.write_text(json.dumps({"key": key, "result": result}, indent=1), encoding="utf-8")
         os.replace(tmp, sidecar)
     except OSError as exc:
         log.debug("could not cache the bf16 check in %s: %s", sidecar, exc)
-    if problems:
+    if not result["passed"]:
         raise OpenVinoUnavailable(result["why"])
-    return result
+    return dict(result, cached=False)
