@@ -71,7 +71,7 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
         self.logic = SegmentAnythingMedLogic()
         self.logic.restoreSettings(qt.QSettings().value, qt.QSettings().remove)  # remove: an old plain-text token
         self.pollTimer = qt.QTimer()
-        self.pollTimer.setInterval(100)
+        self.pollTimer.setInterval(50)  # with yield_gil in onPoll: the worker runs 20 ms of every 70
         self.pollTimer.connect("timeout()", self.onPoll)
         self.connectionJob = None
         self._setupBackend()

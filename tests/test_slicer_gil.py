@@ -7,8 +7,10 @@ runs only while the main thread executes Python that lets go of the GIL. ``gil_h
 that: the main thread idles in ``usleep`` called through ``ctypes.PyDLL`` (PyDLL keeps the GIL during the call,
 unlike CDLL) and wakes every timer interval to run the timer slot, as QTimer::timeout does.
 
-The bound: a box -> mask on a real slice (mr-brain-tumor, real LiteMedSAM) through the effect takes at most twice
-the same backend call made directly (what ``samed segment`` does: VolumeSession.segment_slice).
+The first test's bound: a box -> mask on a real slice (mr-brain-tumor, real LiteMedSAM) through the effect takes at most twice
+the same backend call made directly (what ``samed segment`` does: VolumeSession.segment_slice). With the model in
+its child process the Slicer-side thread mostly waits on a socket; the other two tests give that thread Python work
+(many GIL hand-overs) and check that each poll timer's slot lets it run (worker.yield_gil).
 """
 import ctypes
 import time
@@ -16,7 +18,9 @@ import time
 import numpy as np
 import pytest
 
-from slicer_scenes import EffectHarness, slicer_env  # noqa: F401
+import slicer_fakes
+from slicer_scenes import (LPS, EffectHarness, ThresholdBackend, add_segmentation, add_volume, ellipsoid,  # noqa: F401
+                           provider, slicer_env)
 
 from samed.core.geometry import slice_xy_to_ras
 from samed.core.prompts import Prompt
@@ -105,3 +109,72 @@ def test_a_box_on_a_real_slice_is_not_starved_by_a_gil_holding_main_loop(slicer_
     finally:
         h.effect.cleanup()
         session.wait(600)  # let a starved job finish before the next test
+
+
+class PythonWorkBackend(ThresholdBackend):
+    """The stand-in model, plus what a Slicer-side thread does between answers: many short waits outside the GIL
+    (a socket read, a BLAS call), each followed by Python that needs the GIL back. Here 100 waits of 1 ms: 0.1 s
+    with the GIL free; in a main loop that keeps it, each costs a timer tick (5 s at 50 ms)."""
+
+    waits = 100
+
+    def work(self):
+        for _ in range(self.waits):
+            time.sleep(0.001)
+
+    def info(self):
+        self.work()
+        return super().info()
+
+    def encode(self, image_rgb):
+        self.work()
+        return super().encode(image_rgb)
+
+
+SLOT_BOUND_S = 2.0  # measured 0.2-0.5 s with yield_gil, 5-10 s without (starved)
+
+
+def test_the_module_poll_slot_gives_the_worker_the_gil(slicer_env, provider, capsys):
+    """Test connection in a GIL-holding main loop: the panel's timer slot must let the worker run."""
+    import SegmentAnythingMed as module
+
+    qt = slicer_fakes.install()
+    qt.QSettings.store.clear()
+    backend = PythonWorkBackend()
+    widget = module.SegmentAnythingMedWidget()
+    widget.setup()
+    provider.use(backend)
+    widget.testButton.click()
+    assert widget.connectionJob is not None and widget.pollTimer.isActive()
+    looped = gil_holding_main_loop(widget.pollTimer, lambda: widget.connectionJob is None, 30.0)
+    with capsys.disabled():
+        print(f"\nTest connection with 100 waits outside the GIL in the worker: "
+              f"{looped if looped is not None else float('inf'):.2f} s in the GIL-holding loop")
+    assert looped is not None and looped <= SLOT_BOUND_S, f"starved: {looped} s"
+    assert "stub 0" in widget.backendLabel.text
+    widget.logic.worker.wait(widget.logic.worker.submit(lambda ctx: None), 60)
+
+
+def test_the_effect_poll_slot_gives_the_worker_the_gil(slicer_env, provider, capsys):
+    image, _ = ellipsoid((12, 64, 64), (6, 32, 30), (4, 14, 18), inside=900, outside=100)
+    node = add_volume(slicer_env.scene, image, (0.8, 0.8, 3.0), LPS)
+    segmentation, (sid,) = add_segmentation(slicer_env.scene, node, ("ellipse",))
+    provider.use(PythonWorkBackend())
+    h = EffectHarness(slicer_env, node, segmentation, sid)
+    volume = volume_bridge.volume_from_node(node)
+    view_node = slicer_env.slice_node("Axial")
+    view_node.JumpSliceByCentering(*volume_bridge.slice_position_ras(volume, 0, 6))
+    session = h.effect._session()
+    view = session.view_of(view_node)
+    corners = slice_xy_to_ras([[9, 15], [51, 49]], volume.ijk_to_ras, 0, 6)
+    h.effect._run(lambda: session.set_box(corners[0], corners[1], view))
+    looped = gil_holding_main_loop(h.effect.timer, lambda: not h.effect.timer.isActive(), 30.0)
+    with capsys.disabled():
+        print(f"\nbox with 100 waits outside the GIL in the worker: "
+              f"{looped if looped is not None else float('inf'):.2f} s in the GIL-holding loop")
+    try:
+        assert looped is not None and looped <= SLOT_BOUND_S, f"starved: {looped} s"
+        assert session.masks[6].any()
+    finally:
+        h.effect.cleanup()
+        session.wait(60)
