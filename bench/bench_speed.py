@@ -46,6 +46,8 @@ def child(side: str, args) -> Dict[str, object]:
         cmd += ["--prefetch" if args.prefetch else "--no-prefetch"]
     if args.no_propagation:
         cmd += ["--no-propagation"]
+    if args.walk100 is not None:
+        cmd += ["--walk100" if args.walk100 else "--no-walk100"]
     env = dict(os.environ)
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
@@ -129,6 +131,10 @@ def report(peer: dict, ours: dict, service: Optional[dict], evaluate: Optional[d
     if "cuda_peak_mb" in peer or "cuda_peak_mb" in ours:
         w(f"{'peak CUDA memory MB (torch)':34s} {peer.get('cuda_peak_mb', float('nan')):10.0f} "
           f"{ours.get('cuda_peak_mb', float('nan')):10.0f}")
+    click_p, click_o = pct(peer["encode_s"], 50) + pct(peer["decode_s"], 50), \
+        pct(ours["encode_s"], 50) + pct(ours["decode_s"], 50)
+    row("click-to-mask, new slice, s", click_p, click_o)
+    w(f"{'  (encode median + decode p50; on an encoded slice: the decode alone)':34s}")
     w(f"{'decode prompts mean Dice (2D)':34s} {peer['decode_dice']:10.4f} {ours['decode_dice']:10.4f} "
       f"{'|diff| ' + format(abs(peer['decode_dice'] - ours['decode_dice']), '.4f'):>10s}")
     w("")
@@ -136,6 +142,12 @@ def report(peer: dict, ours: dict, service: Optional[dict], evaluate: Optional[d
         w("propagation: not measured (--no-propagation)")
     else:
         propagation_rows(w, peer, ours, ratios)
+    for side, r in (("peer", peer), ("ours", ours)):
+        if "walk100" in r:
+            wk = r["walk100"]
+            w(f"100-slice propagation ({side}): {wk['wall_s']:.2f} s for {wk['slices']} of {wk['of']} slices "
+              f"({wk['wall_s'] / max(1, wk['slices']) * 1000:.0f} ms per slice; CTChest4 resampled to 3x its slices, "
+              f"body outline)")
     if evaluate:
         t, o = evaluate.get("torch", {}), evaluate.get("ours", {})
         if "dice" in t and "dice" in o:
@@ -163,6 +175,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, help="limit both sides to N threads (torch and ONNX Runtime); a run with "
                                                "--threads 1 shows the per-core speed, little moved by other load")
     p.add_argument("--no-propagation", action="store_true", help="skip the propagation timings")
+    p.add_argument("--walk100", dest="walk100", action="store_true", default=None,
+                   help="also time a 100-slice propagation (CTChest4 resampled; default: on CUDA only)")
+    p.add_argument("--no-walk100", dest="walk100", action="store_false")
     p.add_argument("--no-service", action="store_true", help="skip the decode timing through `samed serve`")
     p.add_argument("--no-evaluate", action="store_true", help="skip the `samed evaluate` Dice comparison")
     p.add_argument("--json", help="also write all measurements to this file")

@@ -126,3 +126,26 @@ def test_truncated_mismatched_and_missing_checkpoints_name_the_file(vit_b_checkp
         SamEngine("sam_vit_b", device="cpu")
     with pytest.raises(ValueError, match="unknown model"):
         SamEngine("sam_vit_x", device="cpu")
+
+
+def test_engines_on_the_test_device_match_the_cpu_reference(lite_backend, breast_case):
+    """With ``SAMED_TEST_DEVICE=cuda`` (bench/gpu_check.sh: ``pytest -p pytest_device --device cuda``): the torch
+    engine and, where onnxruntime has its CUDA provider, the ONNX one, on the GPU, give the CPU reference's masks."""
+    import os
+
+    device = os.environ.get("SAMED_TEST_DEVICE", "cpu")
+    if device == "cpu":
+        pytest.skip("SAMED_TEST_DEVICE is cpu: the other tests here run on the CPU (bench/gpu_check.sh runs this one)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        pytest.fail(f"SAMED_TEST_DEVICE={device} but torch has no CUDA here (torch {torch.__version__})")
+    from samed.core.metrics import dice
+    from samed.engines.selection import create_engine
+
+    image, ref = breast_case
+    box = Prompt(box_xy=box_from_mask(ref))
+    want = lite_backend.segment(image, box, multimask=False).best  # the CPU reference
+    engines = [create_engine("litemedsam", None, device, "torch"), create_engine("litemedsam", None, device, "auto")]
+    for engine in engines:
+        got = engine.decode(engine.encode(image), box, multimask=False).best
+        assert str(engine.device).startswith(device.split(":")[0]), (engine.info(), device)
+        assert dice(got, want) > 0.99, engine.info()
