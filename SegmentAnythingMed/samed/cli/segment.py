@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Dict
@@ -16,9 +17,10 @@ from ..core.markups import read_markups
 from ..core.markup_prompts import SlicePrompts, prompts_from_markups
 from ..core.prompts import Prompt, PromptError
 from ..core.propagation import PropagationSettings
-from ..core.volume_session import VolumeSession
+from ..core.volume_session import VolumeSession, check_finite_slice, count_nonfinite
 from ..core.files import atomic_output
 from .outputs import check_output
+from .segment_keys import fill_from_key_slices, key_slice_prompts
 from .common import add_backend_options, add_intensity_options, backend_from_args, intensity_from_args, progress_bar
 
 
@@ -44,12 +46,15 @@ def add_parser(sub) -> None:
     p.add_argument("--name", default=None, help="segment name (default: the reference label's name, else 'Segment_1')")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g = p.add_argument_group("prompts (voxel coordinates of the chosen slice: x = column, y = row)")
-    g.add_argument("--box", type=lambda t: _floats(t, 4, "--box"), metavar="X0,Y0,X1,Y1")
+    g.add_argument("--box", action="append", default=[], type=lambda t: _floats(t, 4, "--box"), metavar="X0,Y0,X1,Y1",
+                   help="box on --slice; repeat --box and --slice (in pairs, in order) for key slices: the slices "
+                        "between them are filled from both sides")
     g.add_argument("--point", action="append", default=[], type=lambda t: _floats(t, 2, "--point"), metavar="X,Y",
                    help="include point (repeatable)")
     g.add_argument("--exclude-point", action="append", default=[], type=lambda t: _floats(t, 2, "--exclude-point"),
                    metavar="X,Y", help="exclude point (repeatable)")
-    g.add_argument("--slice", type=int, default=None, help="slice index along --axis (0 for a 2D picture)")
+    g.add_argument("--slice", type=int, action="append", default=[],
+                   help="slice index along --axis (0 for a 2D picture); one per --box")
     g.add_argument("--axis", default="axial", choices=AXIS_NAMES, help="slicing axis (default axial)")
     g.add_argument("--markups", action="append", default=[], metavar="FILE.mrk.json",
                    help="Slicer point lists / ROIs in RAS (repeatable); lists named *exclude*/*negative* exclude")
@@ -95,14 +100,16 @@ def _cli_prompts(args, volume: Volume, np_axis: int) -> SlicePrompts:
         return prompts_from_markups(point_lists, rois, volume, np_axis)
     if not (args.box or args.point or args.exclude_point):
         raise PromptError("no prompt: give --box X0,Y0,X1,Y1 (and --slice K), --point X,Y, or --markups FILE")
-    index = args.slice
+    if len(args.box) > 1 or len(args.slice) > 1:
+        return key_slice_prompts(args.box, args.slice, args.point + args.exclude_point, volume, np_axis)
+    index = args.slice[0] if args.slice else None
     if index is None:
         if volume.metadata.get("picture"):
             index = 0
         else:
             raise PromptError("--slice K is needed with --box/--point on a volume")
     check_slice_index(volume.array.shape[:3], np_axis, index)
-    prompt = Prompt(args.point, args.exclude_point, args.box)
+    prompt = Prompt(args.point, args.exclude_point, args.box[0] if args.box else None)
     return SlicePrompts({index: prompt})
 
 
@@ -118,13 +125,20 @@ def run(args) -> int:
     slice_shape = [n for a, n in enumerate(volume.array.shape[:3]) if a != np_axis]
     for index, prompt in slice_prompts.prompts.items():
         prompt.validate(slice_shape)
+        check_finite_slice(volume.array, np_axis, index)
+    nonfinite = count_nonfinite(volume.array)
+    if nonfinite:
+        print(f"samed segment: warning: {args.image} has {nonfinite} NaN or infinite voxels "
+              f"({100.0 * nonfinite / volume.array.size:.2g}%); the model sees them as the intensity window's lowest "
+              f"value (black)", file=sys.stderr)
     ref = None
     if args.reference:
         ref = _load_reference(args.reference, args.reference_label, volume)
     name = args.name or (ref[1] if ref else "Segment_1")
     # only now load the model: every input error above is reported without waiting for it
     backend = backend_from_args(args)
-    session = VolumeSession(volume, backend, args.axis, intensity=intensity)
+    # a one-way walk never returns to a slice: 4 cached pictures bound the memory (see VolumeSession)
+    session = VolumeSession(volume, backend, args.axis, intensity=intensity, max_cached_slices=4)
 
     t0 = time.perf_counter()
     with progress_bar(len(slice_prompts.prompts), "segment") as bar:
@@ -132,7 +146,9 @@ def run(args) -> int:
     masks: Dict[int, np.ndarray] = {i: p.best for i, p in preds.items()}
     for i, p in sorted(preds.items()):
         print(f"slice {i}: {int(p.best.sum())} px, score {p.best_score:.3f}")
-    if args.propagate:
+    if len(args.box) > 1:
+        masks = fill_from_key_slices(session, masks, args)
+    elif args.propagate:
         seeds = slice_prompts.indices()
         seed = seeds[len(seeds) // 2]
         settings = PropagationSettings(box_margin_px=args.box_margin, box_margin_frac=args.box_margin_frac,
@@ -152,6 +168,8 @@ def run(args) -> int:
         print(f"propagated from slice {seed} to slices {min(masks)}..{max(masks)} ({len(masks)} slices)")
     seconds = time.perf_counter() - t0
     mask_volume = session.masks_to_volume(masks)
+    masks = dict.fromkeys(masks)  # the per-slice masks are in mask_volume now: free them before writing
+    preds = result = propagated = None  # noqa: F841
     _write_output(out, name, mask_volume, volume, args.overwrite)
     print(f"wrote {out} (segment {name!r}, {int(mask_volume.sum())} voxels) in {seconds:.1f} s")
 

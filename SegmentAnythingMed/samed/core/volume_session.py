@@ -3,9 +3,18 @@
 A :class:`VolumeSession` fixes the volume, the slicing axis and the intensity window once; it hands out the
 preprocessed slice pictures (each made once), runs prompts on slices and propagates. Nothing it does writes
 into the user's data: results are arrays that the caller previews and applies.
+
+Memory: beyond the volume and the model, a session holds at most ``max_cached_slices`` pictures (H x W x 3 bytes
+each; 64 suit an interactive viewer that goes back and forth, a one-way walk such as the CLI's needs 4), and a
+propagation's result holds one byte per pixel of each slice it reached. So a whole-volume walk needs about one more
+byte per voxel (the masks), however many slices it covers; nothing else grows with the slices.
+
+NaN / infinite voxels are shown to the model as the intensity window's lowest value (black); a slice without one
+finite voxel has nothing to segment: :func:`check_finite_slice` refuses it, and a propagation stops before it.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from typing import Callable, Dict, Optional, Sequence
 
@@ -16,6 +25,44 @@ from .geometry import Volume, check_slice_index, extract_slice, numpy_axis, slic
 from .preprocess import IntensityWindow, compute_window, slice_to_rgb
 from .prompts import Prediction, Prompt
 from .propagation import PropagationResult, PropagationSettings, propagate
+
+
+class NonFiniteSliceError(ValueError):
+    """A prompted slice holds no finite voxel (all NaN / infinite)."""
+
+
+def _has_nonfinite(array: np.ndarray) -> bool:
+    return np.issubdtype(np.asarray(array).dtype, np.floating)
+
+
+def count_nonfinite(array: np.ndarray) -> int:
+    """NaN and infinite voxels of a volume, counted slice by slice (no whole-volume temporary)."""
+    if not _has_nonfinite(array):
+        return 0
+    return int(sum(int(np.count_nonzero(~np.isfinite(plane))) for plane in array))
+
+
+def slice_has_finite(array: np.ndarray, np_axis: int, index: int) -> bool:
+    return not _has_nonfinite(array) or bool(np.isfinite(extract_slice(array, np_axis, index)).any())
+
+
+def check_finite_slice(array: np.ndarray, np_axis: int, index: int) -> None:
+    if not slice_has_finite(array, np_axis, index):
+        raise NonFiniteSliceError(f"slice {index} has no finite voxels (all NaN or infinite): nothing to segment "
+                                  f"there; prompt another slice")
+
+
+def finite_run(array: np.ndarray, np_axis: int, seed: int):
+    """(lo, hi): the slices around ``seed`` (inclusive) that each hold at least one finite voxel."""
+    n = int(array.shape[np_axis])
+    lo = hi = seed
+    if not _has_nonfinite(array):
+        return 0, n - 1
+    while lo > 0 and slice_has_finite(array, np_axis, lo - 1):
+        lo -= 1
+    while hi < n - 1 and slice_has_finite(array, np_axis, hi + 1):
+        hi += 1
+    return lo, hi
 
 
 class VolumeSession:
@@ -71,6 +118,12 @@ class VolumeSession:
     def propagate(self, seed_index: int, seed_mask: np.ndarray, settings: Optional[PropagationSettings] = None,
                   directions: Sequence[str] = ("up", "down"), progress=None, should_cancel=None) -> PropagationResult:
         check_slice_index(self.volume.array.shape[:3], self.np_axis, seed_index)
+        if _has_nonfinite(self.volume.array):  # stop before slices without a finite voxel (black pictures)
+            settings = settings or PropagationSettings()
+            lo, hi = finite_run(self.volume.array, self.np_axis, seed_index)
+            if settings.index_range is not None:
+                lo, hi = max(lo, int(settings.index_range[0])), min(hi, int(settings.index_range[1]))
+            settings = dataclasses.replace(settings, index_range=(lo, hi))
         return propagate(self.backend, self.picture, self.n_slices, seed_index, seed_mask, settings,
                          directions, progress, should_cancel)
 
