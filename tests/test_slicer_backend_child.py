@@ -130,7 +130,9 @@ def test_the_child_service_starts_on_first_use_is_reused_and_restarts_after_a_cr
         worker.shutdown()
 
 
-def test_a_changed_setting_stops_the_old_child_service(child_env):
+def test_a_changed_setting_stops_the_old_child_service(child_env, monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy"):  # a hospital proxy must not get between Slicer and its child
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
     provider = BackendProvider(BackendSettings(device="cpu"))
     try:
         old = provider.get().service

@@ -149,6 +149,8 @@ class ChildService:
             for _ in range(3):  # a port taken between choosing and binding it: choose another
                 port = _free_loopback_port()
                 self.url = f"http://127.0.0.1:{port}"
+                self._log.seek(0)
+                self._log.truncate()
                 kwargs = {}
                 if os.name == "nt":  # no console window (as slicer.util.launchConsoleProcess does)
                     kwargs["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
@@ -162,6 +164,7 @@ class ChildService:
 
     def _wait_until_ready(self) -> bool:
         deadline = time.monotonic() + self.startup_timeout
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through $HTTP_PROXY
         while True:
             code = self.proc.poll()
             if code is not None:
@@ -171,7 +174,7 @@ class ChildService:
                 raise ChildServiceError(f"{SERVICE_NAME} {_describe_exit(code)} while starting (Python: "
                                         f"{self.python}): {tail}")
             try:
-                with urllib.request.urlopen(f"{self.url}/v1/health", timeout=2) as reply:
+                with direct.open(f"{self.url}/v1/health", timeout=2) as reply:
                     if reply.status == 200:
                         return True
             except (urllib.error.URLError, OSError):
