@@ -177,3 +177,18 @@ def test_volume_index_picks_one_volume_of_a_4d_nifti(nifti_4d, tmp_path):
     r = samed("segment", path, "--volume-index", "2", "--slice", "10", "--box", "20,20,60,60", "--out", out,
               "--overwrite", "--model", "sam_vit_b")
     one_clear_error(r, "--volume-index", "0..1")
+
+
+# ---------------------------------------------------------------------------------------------- evaluate --out
+@pytest.mark.parametrize("where", ["sys", "parent_is_file", "out_is_file", "dataset"])
+def test_evaluate_refuses_an_output_folder_it_cannot_use_before_the_model_loads(shared_data, tmp_path, where):
+    dataset = tmp_path / "set"
+    shutil.copytree(shared_data / "images" / "ct-abdomen-slices", dataset)
+    before = {p.name: digest(p) for p in dataset.rglob("*") if p.is_file()}
+    (tmp_path / "afile").write_text("x")
+    out = {"sys": "/sys/ev", "parent_is_file": tmp_path / "afile" / "ev", "out_is_file": tmp_path / "afile",
+           "dataset": dataset}[where]
+    r = samed("evaluate", dataset, "--out", out, "--model", "sam_vit_b")
+    one_clear_error(r, "--out")
+    assert "Errno" not in r.stderr
+    assert {p.name: digest(p) for p in dataset.rglob("*") if p.is_file()} == before

@@ -17,6 +17,7 @@ from ..evaluation.runner import EvaluationSettings
 from ..evaluation.tables import choose_primary, format_table, format_volume_table
 from ..evaluation.tasks import count_tasks
 from .common import add_backend_options, progress_bar, read_token
+from .outputs import check_output_folder
 
 
 def add_parser(sub) -> None:
@@ -80,6 +81,7 @@ def backend_source(args) -> BackendSource:
 def run(args) -> int:
     settings = settings_from_args(args)
     info = io.list_dataset(args.dataset)  # fails early on a folder that is not a dataset
+    check_output_folder(args.out, "--out", [info.path, info.path / "images", info.path / "masks"])
     if args.bootstrap < 0:
         raise ValueError("--bootstrap must be 0 or more")
     source = backend_source(args)

@@ -50,3 +50,27 @@ def _nearest_existing(folder: Path) -> Path:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     return folder
+
+
+def check_output_folder(path, option: str, inputs: Iterable[Optional[str]] = ()) -> Path:
+    """An output folder (made if missing): not a file, not one of the ``inputs`` (folders whose files samed reads),
+    and writable."""
+    p = Path(path)
+    for inp in inputs:
+        if inp and same_file(p, inp):
+            raise ValueError(f"{option} {path} is the input folder {inp}: samed never writes among its inputs; "
+                             f"choose another {option}")
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{option} {path} is a file: give a folder")
+    folder = _nearest_existing(p)
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path} cannot be made: {folder} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".samed-write-check.", dir=str(folder))
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{option} {path} cannot be written: files cannot be created in {folder} "
+                         f"({e.strerror or e}); choose another {option}") from None
+    return p
+
