@@ -16,7 +16,9 @@ from ..evaluation.statistics import DEFAULT_BOOTSTRAP
 from ..evaluation.runner import EvaluationSettings
 from ..evaluation.tables import choose_primary, format_table, format_volume_table
 from ..evaluation.tasks import count_tasks
+from ..evaluation.interactive_3d import parse_interactive_3d
 from .common import add_backend_options, progress_bar, read_token
+from .evaluate_3d import run_interactive_3d
 from .outputs import check_output_folder
 
 
@@ -79,6 +81,9 @@ def backend_source(args) -> BackendSource:
 
 
 def run(args) -> int:
+    rounds = parse_interactive_3d(args.prompt)
+    if rounds is not None:  # a 3D protocol of its own (cli/evaluate_3d.py)
+        return run_interactive_3d(args, rounds)
     settings = settings_from_args(args)
     info = io.list_dataset(args.dataset)  # fails early on a folder that is not a dataset
     check_output_folder(args.out, "--out", [info.path, info.path / "images", info.path / "masks"])

@@ -35,6 +35,25 @@ from .simulate import SCORE, choose, multimask_for
 
 INTERACTIVE_3D = "interactive-3d"
 ABSENT, BOX = "absent", "box"
+DEFAULT_INTERACTIONS, MAX_INTERACTIONS = 5, 50
+
+
+def parse_interactive_3d(spec: str) -> Optional[int]:
+    """N for ``--prompt interactive-3d[:N]`` (alone); None for any other prompt spec."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not any(p.partition(":")[0] == INTERACTIVE_3D for p in parts):
+        return None
+    if len(parts) != 1:
+        raise ValueError(f"{INTERACTIVE_3D}:N runs on its own (a 3D protocol, not a per-slice mode): give "
+                         f"--prompt {INTERACTIVE_3D}:N alone")
+    _, _, arg = parts[0].partition(":")
+    try:
+        n = int(arg) if arg else DEFAULT_INTERACTIONS
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_INTERACTIONS:
+        raise ValueError(f"prompt mode {parts[0]!r}: N must be a whole number of interactions, 1..{MAX_INTERACTIONS}")
+    return n
 
 
 @dataclass

@@ -173,7 +173,8 @@ PROMPT_MODES: Dict[str, PromptMode] = {
 }
 
 MODE_HELP = ("point-largest, point-per-region, box-largest, box-per-region, box-all, iterative:N (N clicks, "
-             f"1..{MAX_ITERATIVE_POINTS}), everything, point-offset:D (0 <= D < 1), box-shift:S (0 <= S <= 2)")
+             f"1..{MAX_ITERATIVE_POINTS}), everything, point-offset:D (0 <= D < 1), box-shift:S (0 <= S <= 2); "
+             "3D sets: interactive-3d:N alone (a simulated user adds up to N key-slice boxes)")
 
 
 def _number(text: str, name: str) -> float:
@@ -207,6 +208,9 @@ def get_mode(name: str) -> PromptMode:
             raise ValueError(f"prompt mode {name!r}: the shift must be within 0..2 box sizes")
         return PromptMode(f"box-shift:{s:g}", _B, _box_shift(s), "the mode-5 box moved in a random direction",
                           analysis="placement", level=s)
+    if base == "interactive-3d":  # evaluation/interactive_3d.py: a 3D protocol, run by itself
+        raise ValueError(f"prompt mode {name!r} runs on its own (a 3D protocol, not a per-slice mode): give "
+                         f"--prompt {name} alone")
     raise ValueError(f"unknown prompt mode {name!r}: choose among {MODE_HELP}")
 
 
