@@ -5,6 +5,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from typing import List, Optional
 
 from .. import __version__
@@ -21,11 +22,14 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def install_signal_handlers() -> None:
+def install_signal_handlers() -> dict:
     """Ctrl-C -> KeyboardInterrupt (also when the shell started samed with SIGINT ignored, as a non-interactive
-    shell does for `samed ... &`), SIGTERM -> :class:`Terminated`. Exit statuses: 130 and 143."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    shell does for `samed ... &`), SIGTERM -> :class:`Terminated`. Exit statuses: 130 and 143.
+    Returns the previous handlers (empty outside the main thread, where Python allows no handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated)}
 
 
 class Parser(argparse.ArgumentParser):
@@ -79,7 +83,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
-    install_signal_handlers()
+    previous = install_signal_handlers()
     try:
         return int(args.func(args) or 0)
     except Terminated:
@@ -93,6 +97,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"samed {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:  # main() called in-process (tests, notebooks) leaves the caller's handlers as they were
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":
