@@ -98,3 +98,15 @@ def test_box_apply_undo_redo_propagate_save_on_the_model_service(app):
     assert saved is not None and app.state.saved == str(saved)
     written = read_segmentation(saved)
     assert written.names == ["Segment_1"] and written.segment_mask("Segment_1").sum() == voxels.sum()
+
+
+def test_compare_with_the_reference_segment(app):
+    """After the scenario above: the demo's comparison (scripts/demo.sh prints 3D Dice 0.86 for this job)."""
+    assert app.state.reference == "data/Segmentation.seg.nrrd: right lung"
+    evaluation = app.compare()
+    assert evaluation is not None, app.state.status
+    assert evaluation.reference_name.endswith("/right lung")
+    assert 0.8 < evaluation.metrics["dice"] < 0.95
+    assert app.state.evaluation.startswith(evaluation.segment_name) and "Dice 0.8" in app.state.evaluation
+    app.state.reference = "elsewhere/Segmentation.seg.nrrd: right lung"  # not a listed name
+    assert app.compare() is None and "not a segmentation file in the server's data folders" in app.state.status

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -248,6 +249,10 @@ def test_segment_anything_in_the_browser(web_app, browser_page, ctchest, tmp_pat
     saved = Path(state(page, "saved"))
     assert saved == out_dir / "CTChest4.seg.nrrd" and saved.is_file()
     assert not [p for p in out_dir.iterdir() if p.name.startswith(".samed-web-")], "a temporary file was left"
+    page.click("#compare")  # against the reference 'right lung' (preselected); the demo prints 3D Dice 0.86
+    wait_state(page, "s.get('evaluation').includes('Dice')", 120_000)
+    dice = float(re.search(r"Dice ([0-9.]+)", state(page, "evaluation")).group(1))
+    assert 0.8 < dice < 0.95, state(page, "evaluation")
 
     # 4. the same voxels as `samed segment` for that box and settings
     cli_out = tmp_path / "cli.seg.nrrd"

@@ -58,6 +58,14 @@ def test_only_volumes_of_the_data_folders_are_offered_and_opened(data_dir):
             data.resolve(name)
 
 
+def test_references_are_the_segments_of_the_segmentation_files(ctchest):
+    from samed.web.files import reference_choices
+
+    choices = reference_choices(DataFolders([str(ctchest[0].parent)]))
+    assert "data/Segmentation.seg.nrrd: right lung" in choices
+    assert not [c for c in choices if "CTChest4" in c]
+
+
 def test_a_link_out_of_the_data_folder_is_refused(data_dir):
     (data_dir / "link.nrrd").symlink_to(data_dir.parent / "secret.nrrd")
     data = DataFolders([str(data_dir)])
@@ -88,3 +96,13 @@ def test_saved_segmentation_replaces_the_file_whole(tmp_path, ctchest):
 def test_no_data_folder_is_a_clear_error():
     run = samed("web")
     assert run.returncode == 2 and "--data DIR (or --sample-data)" in run.stderr
+
+
+def test_a_reference_outside_the_data_folders_is_refused(data_dir, tmp_path):
+    (tmp_path / "outside.seg.nrrd").write_bytes(b"x")
+    (data_dir / "inside.seg.nrrd").write_bytes(b"x")
+    data = DataFolders([str(data_dir)])
+    assert data.segmentations() == ["scans/inside.seg.nrrd", "scans/labels.seg.nrrd"]
+    for name in ("scans/../outside.seg.nrrd", str(tmp_path / "outside.seg.nrrd"), "scans/a.nrrd"):
+        with pytest.raises(ValueError, match="not a segmentation file in the server's data folders"):
+            data.resolve_segmentation(name)

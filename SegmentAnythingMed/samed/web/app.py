@@ -21,6 +21,7 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_vuetify.ui.vuetify3 import SinglePageLayout
 from undo_stack import UndoStack
 
+from SegmentAnythingMedLib.evaluation_bridge import evaluate_segment
 from SegmentAnythingMedLib.preview import SegmentPreview
 from SegmentAnythingMedLib.session import USER_ERRORS, EditSession, describe_error
 from SegmentAnythingMedLib.session_types import SessionOptions
@@ -29,7 +30,7 @@ from SegmentAnythingMedLib.worker import InferenceWorker
 
 from .edit_target import TrameEditTarget
 from .effect import SegmentAnythingEffect
-from .files import DataFolders, write_segmentation
+from .files import DataFolders, reference_choices, write_segmentation
 
 SEGMENT_NAME = "Segment_1"  # the name `samed segment` gives a segment without a reference label
 POLL_S = 0.1
@@ -57,6 +58,7 @@ class SamWebApp(TrameApp):
         self.session = EditSession(provider, self.worker, SegmentPreview(self.slicer.scene), options)
         self.volume_node = None
         self.segmentation_node = None
+        self._reference_nodes = {}  # path -> segmentation node (hidden), loaded on first comparison
         self._poll_task = None
         self.undo_stack.index_changed.connect(lambda *_: self._after_edit())
 
@@ -77,6 +79,10 @@ class SamWebApp(TrameApp):
         s.slice_index = 0
         s.slice_count = 1
         s.saved = ""
+        s.references = reference_choices(self.data)
+        s.reference = next((r for r in s.references if r.endswith(": right lung")), s.references[0] if s.references
+                           else None)
+        s.evaluation = ""
         s.view_geometry = None  # view XY (pixels, origin bottom-left) -> source voxel IJK, and the view's size
         s.change("slice_index")(self._on_slice_index)
         self._build_ui()
@@ -117,6 +123,13 @@ class SamWebApp(TrameApp):
                     with html.Div(classes="px-4", style="flex: 0 0 auto; font-size: 0.85em;"):
                         html.Span("Box: {{ box || 'none' }}", id="box")
                         html.Span(" | Saved: {{ saved || 'not yet' }}", id="saved")
+                    with html.Div(classes="d-flex align-center px-4", style="gap: 12px; flex: 0 0 auto;",
+                                  v_if=("references.length",)):
+                        v3.VSelect(v_model=("reference",), items=("references",), label="Reference segment",
+                                   density="compact", hide_details=True, style="max-width: 420px;",
+                                   id="reference-select")
+                        v3.VBtn("Compare", click=self.compare, id="compare", disabled=("!opened",), size="small")
+                        html.Span("{{ evaluation }}", id="evaluation")
                     with html.Div(style="flex: 1 1 auto; position: relative;", id="views"):
                         self.layout_manager.initialize_layout_grid(layout)
 
@@ -184,9 +197,10 @@ class SamWebApp(TrameApp):
     def open_volume(self, name: str) -> None:
         path = self.data.resolve(name)
         self.session.set_source(None)
-        for node in (self.volume_node, self.segmentation_node):
+        for node in (self.volume_node, self.segmentation_node, *self._reference_nodes.values()):
             if node is not None and node.GetScene() is not None:
                 self.slicer.scene.RemoveNode(node)
+        self._reference_nodes.clear()
         nodes = self.slicer.io_manager.load_volumes([str(path)])
         if not nodes:
             raise ValueError(f"{path.name} could not be read as a volume")
@@ -206,6 +220,7 @@ class SamWebApp(TrameApp):
             self.state.saved = ""
             self.state.box = ""
             self.state.box_xy = None
+            self.state.evaluation = ""
             self.state.slice_count = int(volume.array.shape[where.np_axis])
             self.state.slice_index = where.index
         self.activate_tool()
@@ -283,6 +298,37 @@ class SamWebApp(TrameApp):
                 self.state.saved = str(out)
                 self.state.status = f"saved {out.name}"
             return out
+        return self._guard(run)
+
+    def compare(self) -> None:
+        """Dice, IoU, NSD and HD95 of the segment against the chosen reference segment (the Slicer module's
+        evaluation, ``evaluation_bridge.evaluate_segment``)."""
+        def run():
+            if self.segmentation_node is None:
+                raise ValueError("open a volume and segment it first")
+            choice = self.state.reference
+            file_name, _, segment_name = str(choice or "").rpartition(": ")
+            if not file_name:
+                raise ValueError("choose a reference segment first")
+            path = self.data.resolve_segmentation(file_name)
+            node = self._reference_nodes.get(path)
+            if node is None:
+                node = self.slicer.segmentations_logic.LoadSegmentationFromFile(str(path), False,
+                                                                               f"{path.name} (reference)")
+                if node is None:
+                    raise ValueError(f"{file_name} could not be read as a Slicer segmentation")
+                if node.GetDisplayNode() is not None:
+                    node.GetDisplayNode().SetVisibility(False)  # a reference is compared with, not shown
+                self._reference_nodes[path] = node
+            segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(segment_name)
+            if not segment_id:
+                raise ValueError(f"{file_name} has no segment {segment_name!r}")
+            evaluation = evaluate_segment(self.segmentation_node, self.target.selected_segment_id(), node,
+                                          segment_id, self.session.snapshot().volume)
+            with self.state:
+                self.state.evaluation = evaluation.describe()
+                self.state.status = "compared with the reference"
+            return evaluation
         return self._guard(run)
 
     # ------------------------------------------------------------------------------------------------ polling
