@@ -49,10 +49,12 @@ def originals(shared_data, ctchest, tmp_path_factory):
     # the same real voxels uncompressed: a raw .nii and a raw NRRD
     (d / "label.nii").write_bytes(gzip.decompress((d / "label.nii.gz").read_bytes()))
     io.write_volume(io.read_volume(d / "image.nrrd"), d / "raw.nrrd", compress=False)
+    io.write_volume(io.read_volume(d / "image.nrrd"), d / "image.mha", compress=True)
     files["nii.gz"] = Original(d / "label.nii.gz", _volume)
     files["nii"] = Original(d / "label.nii", _volume)
     files["nrrd"] = Original(d / "image.nrrd", _volume)
     files["raw.nrrd"] = Original(d / "raw.nrrd", _volume)
+    files["mha"] = Original(d / "image.mha", _volume)
     files["png"] = Original(d / "us.png", _picture)
     files["seg.nrrd"] = Original(d / "Segmentation.seg.nrrd", _segmentation)
     return files
@@ -63,6 +65,8 @@ def header_size(kind: str, data: bytes) -> int:
         return 352
     if kind in ("nrrd", "raw.nrrd", "seg.nrrd"):
         return data.index(b"\n\n") + 2
+    if kind == "mha":
+        return data.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
     if kind == "png":
         return 8 + 25 + 64  # signature, IHDR, and the start of the next chunks
     return 512  # nii.gz: the gzip header and the start of the deflate stream holding the NIfTI header
@@ -83,7 +87,7 @@ def refused_or_equal(original: Original, corrupted: bytes, what: str) -> None:
         f"{what}: read without an error but the voxels differ (silent wrong read)"
 
 
-KINDS = ["nii.gz", "nii", "nrrd", "raw.nrrd", "png", "seg.nrrd"]
+KINDS = ["nii.gz", "nii", "nrrd", "raw.nrrd", "mha", "png", "seg.nrrd"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -8,7 +8,10 @@ accepts a NIfTI header whose ``sizeof_hdr`` is wrong. So before reading:
   ``BadGzipFile``);
 - a NIfTI-1/2 header must have its ``sizeof_hdr`` (348 / 540) and magic, a ``bitpix`` that fits its ``datatype``,
   and declare exactly as many data bytes as the file holds after ``vox_offset``;
-- an NRRD must hold exactly ``prod(sizes) * sizeof(type)`` data bytes (raw, gzip or bzip2 encodings).
+- an NRRD must hold exactly ``prod(sizes) * sizeof(type)`` data bytes (raw, gzip or bzip2 encodings);
+- a MetaImage (``.mha``, ``.mhd``) likewise ``prod(DimSize) * channels * sizeof(ElementType)`` bytes, its zlib
+  stream inflated to its end (ITK refuses a cut file itself, but not a header line that a flipped byte merged
+  into the one before, e.g. ``CompressedData`` lost: then it reads the compressed bytes as voxels).
 
 A file that fails raises ``ValueError`` naming the file and what is wrong. Inflating costs about as much time as
 SimpleITK's own read; memory stays at one 1 MB chunk.
@@ -58,6 +61,8 @@ def check_volume_file(path: PathLike) -> None:
         _check_nifti(p)
     elif ext in (".nrrd", ".nhdr", ".seg.nrrd"):
         _check_nrrd(p)
+    elif ext in (".mha", ".mhd"):
+        _check_metaimage(p)
 
 
 # ----------------------------------------------------------------------------------------------- streams
@@ -207,3 +212,84 @@ def _check_nrrd_data(f: BinaryIO, p: Path, encoding: str, expected: int, sizes, 
         state = "is truncated" if size < expected else "has more data than its header declares"
         raise DamagedFileError(f"{p} is damaged: its data {state} ({size} bytes; sizes {' '.join(map(str, sizes))} "
                                f"of {type_name} need {expected})")
+
+
+# ----------------------------------------------------------------------------------------------- MetaImage
+
+MET_TYPE_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+                  "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
+
+
+def _check_metaimage(p: Path) -> None:
+    fields: Dict[str, str] = {}
+    with open(p, "rb") as f:
+        while True:
+            line = f.readline(1 << 16)
+            if not line:
+                return  # no ElementDataFile: SimpleITK refuses it
+            key, sep, value = line.decode("latin-1").partition("=")
+            if not sep:
+                raise DamagedFileError(f"{p} has a corrupt MetaImage header: line {line[:60]!r}")
+            fields[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile":
+                break
+        try:
+            sizes = [int(v) for v in fields.get("DimSize", "").split()]
+            channels = int(fields.get("ElementNumberOfChannels", "1"))
+        except ValueError:
+            raise DamagedFileError(f"{p} has a corrupt MetaImage header: DimSize {fields.get('DimSize')!r}") from None
+        value_bytes = MET_TYPE_BYTES.get(fields.get("ElementType", ""))
+        if not sizes or value_bytes is None or "HeaderSize" in fields:
+            return  # unusual layouts: SimpleITK decides
+        expected = value_bytes * channels
+        for n in sizes:
+            expected *= n
+        compressed = fields.get("CompressedData", "False")
+        if compressed not in ("True", "False"):
+            raise DamagedFileError(f"{p} has a corrupt MetaImage header: CompressedData {compressed!r}")
+        if compressed == "True":  # ITK always writes it; a reader without it reads the stream differently
+            try:
+                fields["CompressedDataSize"] = int(fields["CompressedDataSize"])
+            except (KeyError, ValueError):
+                raise DamagedFileError(f"{p} has a corrupt MetaImage header: compressed data without a valid "
+                                       f"CompressedDataSize") from None
+        data_file = fields["ElementDataFile"]
+        if data_file == "LOCAL":
+            _check_metaimage_data(f, p, fields, expected, sizes)
+            return
+    if data_file.startswith("LIST") or "%" in data_file or " " in data_file:
+        return
+    target = p.parent / data_file
+    if not target.is_file():
+        raise DamagedFileError(f"{p}: its data file {target} is missing")
+    with open(target, "rb") as d:
+        _check_metaimage_data(d, p, fields, expected, sizes)
+
+
+def _check_metaimage_data(f: BinaryIO, p: Path, fields: dict, expected: int, sizes) -> None:
+    if fields.get("CompressedData") == "True":
+        z = zlib.decompressobj(47)  # zlib or gzip header, detected
+        size = consumed = 0
+        try:
+            while not z.eof:
+                chunk = f.read(_CHUNK)
+                if not chunk:
+                    break
+                consumed += len(chunk)
+                size += len(z.decompress(chunk))
+        except zlib.error as e:
+            raise DamagedFileError(f"{p} is damaged: its compressed data fail their check ({e}); copy it again") from e
+        if not z.eof:
+            raise DamagedFileError(f"{p} is damaged: its compressed data are cut short (the file is truncated)")
+        consumed -= len(z.unused_data)
+        if consumed != fields["CompressedDataSize"]:
+            raise DamagedFileError(f"{p} is damaged: {consumed} bytes of compressed data, its header says "
+                                   f"{fields['CompressedDataSize']}")
+    else:
+        start = f.tell()
+        f.seek(0, 2)
+        size = f.tell() - start
+    if size != expected:
+        state = "is truncated" if size < expected else "has more data than its header declares"
+        raise DamagedFileError(f"{p} is damaged: its data {state} ({size} bytes; DimSize "
+                               f"{' '.join(map(str, sizes))} needs {expected})")

@@ -44,8 +44,21 @@ def _volume_from_sitk(image, path: Optional[Path] = None) -> Volume:
                                    "components": image.GetNumberOfComponentsPerPixel()}
     if path is not None:
         metadata["path"] = str(path)
-        metadata["header"] = {k: image.GetMetaData(k) for k in image.GetMetaDataKeys()}
-    return Volume(array, matrix_from_lps(origin, spacing, direction), metadata)
+        metadata["header"] = _header_fields(image)
+    try:
+        return Volume(array, matrix_from_lps(origin, spacing, direction), metadata)
+    except ValueError as e:  # a zero spacing, a singular direction matrix: a damaged header
+        raise ValueError(f"cannot read {path or 'image'}: its geometry is invalid ({e})") from e
+
+
+def _header_fields(image) -> Dict[str, str]:
+    fields = {}
+    for k in image.GetMetaDataKeys():
+        try:
+            fields[k] = image.GetMetaData(k)
+        except (TypeError, UnicodeError):  # a field name that is not UTF-8 (SWIG cannot pass it back): skipped
+            continue
+    return fields
 
 
 def _sitk_from_volume(volume: Volume, array: Optional[np.ndarray] = None):
