@@ -205,3 +205,18 @@ def test_a_child_that_cannot_start_says_why(tmp_path):
     message = str(info.value)
     assert "samed serve" in message and "exited with code 2 while starting" in message and "missing.pth" in message
     assert not service.alive()
+
+
+def test_slicer_quitting_stops_the_child_service(slicer_env, child_env):
+    """Slicer emits aboutToQuit() before it exits (qSlicerCoreApplication / QCoreApplication::exec)."""
+    import slicer
+
+    service = child_service.ChildService(device="cpu")
+    try:
+        service.start()
+        assert service in child_service.running()
+        slicer.app.emit("aboutToQuit()")
+        assert wait_gone(service.pid), "the child service outlived Slicer's aboutToQuit()"
+        assert service not in child_service.running()
+    finally:
+        service.stop()

@@ -24,7 +24,6 @@ it starts the stdin watch, then runs the ``samed`` command line. Nothing from Sl
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import secrets
 import shutil
@@ -289,23 +288,27 @@ def start_backend(model: str = "litemedsam", checkpoint: Optional[str] = None, d
 # ---- every running child, stopped when Slicer quits ----------------------------------------------------------
 _running: "set[ChildService]" = set()
 _running_lock = threading.Lock()
-_hooks_installed = False
+_atexit_installed = False
+_hooked_apps: list = []  # the slicer.app objects whose aboutToQuit() stops the children (one in Slicer)
 
 
 def _register(service: ChildService) -> None:
-    global _hooks_installed
+    global _atexit_installed
     with _running_lock:
         _running.add(service)
-        install = not _hooks_installed
-        _hooks_installed = True
-    if install:
+        install_atexit = not _atexit_installed
+        _atexit_installed = True
+    if install_atexit:
         atexit.register(stop_all)
-        try:  # in Slicer: stop the children before the application goes (atexit may come too late there)
-            import slicer
+    try:  # in Slicer: stop the children before the application goes (atexit may come too late there)
+        import slicer
 
-            slicer.app.connect("aboutToQuit()", stop_all)
-        except (ImportError, AttributeError) as exc:
-            logging.debug("SegmentAnythingMed: no aboutToQuit hook (%s); atexit stops the model service", exc)
+        app = slicer.app
+    except (ImportError, AttributeError):
+        return
+    if app is not None and not any(a is app for a in _hooked_apps):
+        app.connect("aboutToQuit()", stop_all)
+        _hooked_apps.append(app)
 
 
 def _unregister(service: ChildService) -> None:
