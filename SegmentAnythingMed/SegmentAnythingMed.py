@@ -47,7 +47,7 @@ class SegmentAnythingMed(ScriptedLoadableModule):
         """Register the effect with the Segment Editor (as Slicer's ScriptedSegmentEditorEffect template does)."""
         import qSlicerSegmentationsEditorEffectsPythonQt as qSlicerSegmentationsEditorEffects
 
-        SegmentAnythingMedLogic().restoreSettings(qt.QSettings().value)
+        SegmentAnythingMedLogic().restoreSettings(qt.QSettings().value, qt.QSettings().remove)
         instance = qSlicerSegmentationsEditorEffects.qSlicerSegmentEditorScriptedEffect(None)
         if not instance.setPythonSource(EFFECT_SOURCE.replace("\\", "/")):
             logging.error("SegmentAnythingMed: the Segment Anything effect could not be loaded from %s; the Python "

@@ -197,6 +197,7 @@ def test_the_backend_layer_imports_neither_scipy_nor_a_model_runtime():
         slicer_fakes.SlicerTestEnvironment().publish()
         import SegmentAnythingMedLib.module_logic, SegmentAnythingMedLib.backend_settings
         import SegmentAnythingMedLib.child_service, SegmentAnythingMedLib.worker, SegmentAnythingMedLib.session
+        import SegmentAnythingMed  # the module file Slicer imports at every start (self-test scenario included)
         from SegmentAnythingMedLib.module_logic import ModuleLogic
         ModuleLogic().restoreSettings(lambda key, default: default)
         print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'scipy', 'torch', 'onnxruntime', 'openvino'}}))

@@ -3,8 +3,6 @@ reference segmentation, an ROI around a structure on its middle slice, the effec
 and Apply, then Dice against the reference on the ROI's slices. No Qt here: the caller activates the effect."""
 import numpy as np
 
-from samed.core.metrics import dice
-
 from .markup_bridge import box_around_slice_mask, place_roi
 from .module_logic import ModuleLogic
 from .segment_writer import segment_mask
@@ -17,6 +15,8 @@ def run_ctchest_scenario(scene, volumeNode, referenceNode, editorNode, sliceNode
 
     Min-max intensities: on these lungs LiteMedSAM does better with them (seed slice Dice 0.89) than with the CT
     soft-tissue window that "auto" picks (0.78)."""
+    from samed.core.metrics import dice  # scipy: imported when the test runs, not at every Slicer start
+
     volume = volume_from_node(volumeNode)
     segmentation = referenceNode.GetSegmentation()
     referenceId = next(segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())
