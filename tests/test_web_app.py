@@ -110,3 +110,14 @@ def test_compare_with_the_reference_segment(app):
     assert app.state.evaluation.startswith(evaluation.segment_name) and "Dice 0.8" in app.state.evaluation
     app.state.reference = "elsewhere/Segmentation.seg.nrrd: right lung"  # not a listed name
     assert app.compare() is None and "not a segmentation file in the server's data folders" in app.state.status
+
+
+def test_upload_opens_a_checked_volume_and_refuses_a_damaged_one(app, ctchest):
+    content = ctchest[0].read_bytes()
+    app.upload([{"name": "bad.nrrd", "content": content[: len(content) // 3]}])
+    assert "bad.nrrd" in app.state.status and "uploads/bad.nrrd" not in app.state.volumes
+    assert app.state.opened == "data/CTChest4.nrrd", "a refused upload must leave the open volume alone"
+    app.upload([{"name": "C:\\\\scans\\\\mine.nrrd", "content": content}])
+    assert app.state.opened == "uploads/mine.nrrd", app.state.status
+    assert "uploads/mine.nrrd" in app.state.volumes
+    assert app.volume_node is not None and app.session.snapshot().volume.array.shape == (34, 128, 128)

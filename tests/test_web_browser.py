@@ -288,6 +288,8 @@ def test_a_token_keeps_other_browsers_out(ctchest, browser_page, tmp_path):
         page.goto(app.url + "?secret=" + token)
         wait_state(page, "Array.isArray(s.get('volumes'))", 60_000)
         assert state(page, "volumes") == ["data/CTChest4.nrrd"]
+        page.locator("input[type=file]").set_input_files(str(ctchest[0]))  # an upload through the real client
+        wait_state(page, "s.get('opened') === 'uploads/CTChest4.nrrd'", 120_000)
         for url in (app.url, app.url + "?secret=wrong-" + token):
             page.goto(url)
             page.wait_for_timeout(8_000)  # what must not happen: the state arriving (the right token: ~1 s)

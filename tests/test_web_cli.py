@@ -106,3 +106,44 @@ def test_a_reference_outside_the_data_folders_is_refused(data_dir, tmp_path):
     for name in ("scans/../outside.seg.nrrd", str(tmp_path / "outside.seg.nrrd"), "scans/a.nrrd"):
         with pytest.raises(ValueError, match="not a segmentation file in the server's data folders"):
             data.resolve_segmentation(name)
+
+
+@pytest.fixture
+def uploads():
+    pytest.importorskip("trame", reason="the web extra is not installed (scripts/setup.sh --test)")
+    from samed.web.uploads import Uploads
+
+    u = Uploads(max_mb=64)
+    yield u
+    u.close()
+    assert not u.folder.exists()
+
+
+def test_upload_keeps_a_checked_volume_under_its_bare_name(uploads, ctchest):
+    content = ctchest[0].read_bytes()
+    assert uploads.save({"name": "../../evil.nrrd", "content": content}) == "uploads/evil.nrrd"
+    assert (uploads.folder / "evil.nrrd").read_bytes() == content
+    assert sorted(p.name for p in uploads.folder.iterdir()) == ["evil.nrrd"]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("scan.exe", b"x", "upload a volume in one file"),
+    ("labels.seg.nrrd", b"x", "upload a volume in one file"),
+    ("scan.nhdr", b"x", "upload a volume in one file"),
+    ("scan.nrrd", b"", "is empty"),
+    ("scan.nrrd", b"NRRD0004\nnot a header\n", "scan.nrrd"),
+])
+def test_upload_refuses_what_the_cli_would_refuse(uploads, name, content, message):
+    with pytest.raises(ValueError, match=message):
+        uploads.save({"name": name, "content": content})
+    assert list(uploads.folder.iterdir()) == [], "a refused upload left a file"
+
+
+def test_upload_refuses_a_truncated_volume_and_a_too_large_one(uploads, ctchest):
+    content = ctchest[0].read_bytes()
+    with pytest.raises(ValueError, match="cut.nrrd"):
+        uploads.save({"name": "cut.nrrd", "content": content[: len(content) // 2]})
+    uploads.max_bytes = len(content) - 1
+    with pytest.raises(ValueError, match="--max-upload-mb"):
+        uploads.save({"name": "big.nrrd", "content": content})
+    assert list(uploads.folder.iterdir()) == []

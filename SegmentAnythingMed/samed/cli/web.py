@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
                    help="also offer the sample CT that the slicerio package ships (CTChest4.nrrd)")
     p.add_argument("--out", default="samed-web-out", metavar="DIR",
                    help="where Save writes NAME.seg.nrrd (default %(default)s)")
+    p.add_argument("--max-upload-mb", type=float, default=512,
+                   help="largest volume a browser may upload (default %(default)g MB)")
     p.add_argument("--access-token-file", help=f"file whose first line is the page's token (else ${WEB_TOKEN_ENV}; "
                                                f"needed for a non-loopback --host)")
     g = p.add_argument_group("intensity preprocessing")
@@ -84,7 +86,8 @@ def run(args) -> int:
                                device=args.device or "")
     provider = BackendProvider(settings, factory=lambda _settings: backend_from_args(args))
     options = SessionOptions(intensity_mode=args.intensity, window=args.window, level=args.level)
-    app = SamWebApp(data=data, out_dir=args.out, provider=provider, options=options)
+    app = SamWebApp(data=data, out_dir=args.out, provider=provider, options=options,
+                    max_upload_mb=args.max_upload_mb)
     # trame reads its own options from sys.argv: give it only these (ours, such as --backend, are not its)
     argv = ["samed-web"] + (["--authKey", token] if token else [])
     saved_argv, sys.argv = sys.argv, argv

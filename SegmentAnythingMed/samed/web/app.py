@@ -31,6 +31,7 @@ from SegmentAnythingMedLib.worker import InferenceWorker
 from .edit_target import TrameEditTarget
 from .effect import SegmentAnythingEffect
 from .files import DataFolders, reference_choices, write_segmentation
+from .uploads import UPLOAD_SUFFIXES, Uploads
 
 SEGMENT_NAME = "Segment_1"  # the name `samed segment` gives a segment without a reference label
 POLL_S = 0.1
@@ -38,9 +39,11 @@ POLL_S = 0.1
 
 class SamWebApp(TrameApp):
     def __init__(self, server=None, *, data: DataFolders, out_dir: Path, provider,
-                 options: Optional[SessionOptions] = None, undo_limit: int = 5):
+                 options: Optional[SessionOptions] = None, undo_limit: int = 5, max_upload_mb: float = 512.0):
         super().__init__(server)
         self.data = data
+        self.uploads = Uploads(max_upload_mb)
+        self.data.folders.append(self.uploads.folder)  # listed after the --data folders, as uploads/NAME
         self.out_dir = Path(out_dir)
         self.slicer = SlicerApp()
         register_rca_factories(self.slicer.view_manager, self.server)
@@ -97,6 +100,10 @@ class SamWebApp(TrameApp):
                 v3.VSelect(v_model=("volume",), items=("volumes",), label="Volume", density="compact",
                            hide_details=True, style="max-width: 320px;", id="volume-select")
                 v3.VBtn("Open", click=self.open_selected, id="open-volume", classes="mx-1")
+                v3.VFileInput(label="Upload", accept=",".join(UPLOAD_SUFFIXES), density="compact",
+                              hide_details=True, style="max-width: 160px;", id="upload", prepend_icon="mdi-upload",
+                              change=f"trigger('{self.server.controller.trigger_name(self.upload)}', "
+                                     f"[$event.target.files])")
                 v3.VBtn("Segment Anything", click=self.activate_tool, id="tool-sam", classes="mx-1",
                         prepend_icon="mdi-selection-drag", disabled=("!opened",),
                         color=("tool_active ? 'primary' : undefined",))
@@ -228,6 +235,17 @@ class SamWebApp(TrameApp):
         self._publish_view_geometry()
         self._after_edit()
 
+    def upload(self, files) -> None:
+        def run():
+            if not files:
+                raise ValueError("choose a volume file to upload")
+            name = self.uploads.save(files[0] if isinstance(files, list) else files)
+            with self.state:
+                self.state.volumes = self.data.volumes()
+                self.state.volume = name
+            self.open_volume(name)
+        self._guard(run)
+
     def _on_slice_index(self, slice_index=None, **_) -> None:
         if self.volume_node is None or slice_index in (None, ""):
             return
@@ -353,5 +371,6 @@ class SamWebApp(TrameApp):
                 logging.exception("samed web: polling failed")
 
     def close(self) -> None:
+        self.uploads.close()
         self.worker.shutdown()
         self.session.provider.close()
