@@ -118,3 +118,59 @@ def test_client_reports_a_wrong_or_missing_token(token_service):
     assert client.info()["models"]["litemedsam"]["prompt_kinds"] == ["box"]
     assert client.is_cached("0" * 40) is False
     client.close()
+
+
+# ---- logs (issue 12, defect 11) --------------------------------------------------------------------------------
+def test_a_token_in_the_url_is_refused_and_never_logged(token_service):
+    for path in (f"/v1/info?token={TOKEN}", f"/v1/health?access_token={TOKEN}", f"/v1/info?x=1&Token={TOKEN}"):
+        status, body, _ = request(token_service, "GET", path)
+        assert status == 400, (path, status, body)
+        assert "Authorization: Bearer" in json.loads(body)["detail"]
+    status, _, _ = request(token_service, "GET", f"/v1/info?token={TOKEN}", TOKEN)  # even with the header
+    assert status == 400
+    assert TOKEN not in token_service.log(), "the token was written to the service's log"
+    assert TOKEN[:12] not in token_service.log()
+
+
+def test_repeated_401s_are_aggregated_in_the_log(token_service):
+    before = token_service.log().count("WARNING")
+    for _ in range(60):
+        status, _, _ = request(token_service, "GET", "/v1/jobs/" + "e" * 32, "wrong-token-0123456789-abcdefghij")
+        assert status == 401
+    warnings = token_service.log().count("WARNING") - before
+    assert warnings <= 1, f"60 refused requests added {warnings} WARNING lines"
+
+
+def test_log_redaction_filter():
+    import logging
+
+    from samed.service.logs import RedactSecrets, ThrottledWarnings, redact
+
+    assert redact("GET /v1/info?token=abc&x=1") == "GET /v1/info?token=[redacted]&x=1"
+    assert redact("/v1/x?a=1&ACCESS_TOKEN=s3cret") == "/v1/x?a=1&ACCESS_TOKEN=[redacted]"
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", f"/v1/info?token={TOKEN}", "1.1", 400), None)
+    RedactSecrets().filter(record)
+    assert TOKEN not in record.getMessage() and "[redacted]" in record.getMessage()
+    seen = []
+    throttle = ThrottledWarnings(window_s=0.2)
+    import samed.service.logs as logs
+
+    class Capture(logging.Handler):
+        def emit(self, rec):
+            seen.append(rec.getMessage())
+
+    handler = Capture()
+    logs.log.addHandler(handler)
+    try:
+        for _ in range(5):
+            throttle.warn("401", "10.0.0.1", "refused %s", "x")
+        throttle.warn("401", "10.0.0.2", "refused %s", "y")
+        import time
+
+        time.sleep(0.25)
+        throttle.warn("401", "10.0.0.1", "refused %s", "z")
+    finally:
+        logs.log.removeHandler(handler)
+    assert seen[0] == "refused x" and seen[1] == "refused y"
+    assert seen[2].startswith("refused z (and 4 more like it from 10.0.0.1") and len(seen) == 3

@@ -165,13 +165,25 @@ def test_oversized_bodies_are_413_by_length_by_stream_and_by_decompression(servi
     status, body, _ = post_bundle(service, ENCODE, big)  # refused by its Content-Length
     assert_4xx(status, body, 413)
     assert "--max-body-mb" in body["detail"]
-    chunks = (b"\0" * (1 << 20) for _ in range(limit // (1 << 20) + 2))  # no Content-Length: counted as it comes
+    # no Content-Length: a bundle whose head declares more than the limit is refused by its head
+    side = int(np.sqrt(limit)) + 1
+    head = encode_bundle({}, {"image": np.zeros((side, side), np.uint8)})[:-side * side]
+    chunks = iter([head] + [b"\0" * (1 << 20)] * (limit // (1 << 20) + 2))
     status, body, _ = call(service.url, "POST", ENCODE, chunks, {"Content-Type": BUNDLE_TYPE}, chunked=True)
     assert_4xx(status, body, 413)
+    # a JSON body without Content-Length is counted as it comes
+    chunks = iter([b'{"box_xy": [1, 1, 9, 9], "x": "'] + [b"a" * (1 << 20)] * (limit // (1 << 20) + 2) + [b'"}'])
+    status, body, _ = call(service.url, "POST", f"/v1/models/{MODEL}/embeddings/{cached_key}/decode", chunks,
+                           {"Content-Type": "application/json"}, chunked=True)
+    assert_4xx(status, body, 413)
     c = zlib.compressobj(9, zlib.DEFLATED, 31)
-    bomb = c.compress(b"\0" * (limit + (1 << 20))) + c.flush()  # a few kB that inflate past the limit
+    bomb = c.compress(head) + c.compress(b"\0" * (limit + (1 << 20))) + c.flush()  # inflates past the limit
     status, body, _ = post_bundle(service, ENCODE, bomb, {"Content-Encoding": "gzip"})
     assert_4xx(status, body, 413)
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = c.compress(b"\0" * (limit + (1 << 20))) + c.flush()  # no bundle at all: refused at its first bytes
+    status, body, _ = post_bundle(service, ENCODE, zeros, {"Content-Encoding": "gzip"})
+    assert_4xx(status, body, 400)
     still_serving(service, cached_key)
     assert "Traceback" not in service.log(), "the service logged an internal error:\n" + service.log()[-3000:]
 

@@ -103,7 +103,7 @@ def still_serving_ok(service, key):
 
 # ---- propagation settings (defect 9) ------------------------------------------------------------------------
 BAD_SETTINGS = [("box_margin_frac", -10), ("min_area_px", -5), ("max_intensity_shift", -1),
-                ("box_margin_px", -1), ("min_score", 1.5), ("min_score", -0.1), ("min_intensity_shift", -3),
+                ("box_margin_px", -1), ("min_score", 1.5), ("min_score", -1.5), ("min_intensity_shift", -3),
                 ("max_area_ratio", 0.5), ("min_area_ratio", -0.2), ("max_slices", -1), ("index_range", [9, 5]),
                 ("index_range", [-3, 5]), ("box_margin_frac", 1e9)]
 

@@ -27,11 +27,13 @@ from ..core.prompts import Prompt, PromptError
 from .auth import TokenGuard
 from .config import ServiceConfig
 from .jobs import FAILED, FINISHED, JobManager, JobNotFound, TooManyJobs
+from .budget import MemoryBudget
 from .limits import BodyLimit
 from .registry import ModelRegistry, UnknownModel
 from .schemas import DecodeRequest, EmbeddingInfo, Health, Info, JobStatus, PropagationMeta, to_settings
-from .wire import (API_PREFIX, API_VERSION, BUNDLE_TYPE, KEY_HEADER, KEY_PATTERN, NPY_TYPE, WireError, decode_bundle,
-                   decode_npy, decompress_body, encode_bundle, mask_from_json, unpack_pictures)
+from .uploads import Upload, read_upload, upload_media
+from .wire import (API_PREFIX, API_VERSION, BUNDLE_TYPE, KEY_HEADER, KEY_PATTERN, NPY_TYPE, BundleLayout, WireError,
+                   decode_bundle, decode_npy, encode_bundle, mask_from_json, unpack_pictures)
 
 log = logging.getLogger("samed.service")
 P = API_PREFIX
@@ -39,10 +41,6 @@ _BINARY = {"schema": {"type": "string", "format": "binary"}}
 BUNDLE_BODY = {"requestBody": {"required": True, "content": {BUNDLE_TYPE: _BINARY}}}
 PICTURE_BODY = {"requestBody": {"required": True, "content": {BUNDLE_TYPE: _BINARY, NPY_TYPE: _BINARY}}}
 BUNDLE_RESPONSE = {200: {"content": {BUNDLE_TYPE: _BINARY}, "description": "a samed bundle (see wire.py)"}}
-
-
-def _media_type(request_headers) -> str:
-    return (request_headers.get("content-type") or "").split(";")[0].strip().lower()
 
 
 def _check_key(key: str) -> None:
@@ -68,6 +66,7 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
                jobs: Optional[JobManager] = None) -> FastAPI:
     cfg = config or ServiceConfig()
     jobs = jobs or JobManager(cfg.job_workers, cfg.max_active_jobs, cfg.job_keep_seconds, cfg.max_kept_jobs)
+    budget = MemoryBudget(cfg.max_upload_memory_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -79,9 +78,11 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
                   description="Segment Anything (SAM, MedSAM, LiteMedSAM) for medical images: encode a slice once, "
                               "decode prompts against it, propagate masks through a volume. Arrays travel as "
                               f"samed bundles ({BUNDLE_TYPE}), never as JSON lists.")
-    app.state.registry, app.state.config, app.state.jobs = registry, cfg, jobs
+    app.state.registry, app.state.config, app.state.jobs, app.state.budget = registry, cfg, jobs, budget
     app.add_middleware(GZipMiddleware, minimum_size=4096, compresslevel=1)
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes, max_json_bytes=cfg.max_json_bytes,
+                       body_timeout_s=cfg.body_timeout_s, body_deadline_s=cfg.body_deadline_s, budget=budget,
+                       wait_s=cfg.upload_wait_s)
     app.add_middleware(TokenGuard, token=cfg.token)
 
     # ---- errors: always {"detail": "..."} ------------------------------------------------------------------
@@ -136,7 +137,12 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
         out = registry.info()
         out.update(status="ok", jobs=jobs.stats(), auth="token" if cfg.token else "none",
                    limits={"max_body_bytes": cfg.max_body_bytes, "max_side": cfg.max_side,
-                           "max_slab_slices": cfg.max_slab_slices, "max_points": cfg.max_points})
+                           "max_slab_slices": cfg.max_slab_slices, "max_points": cfg.max_points,
+                           "max_json_bytes": cfg.max_json_bytes, "max_upload_memory_bytes": cfg.max_upload_memory_bytes,
+                           "max_connections": cfg.max_connections, "header_timeout_s": cfg.header_timeout_s,
+                           "body_timeout_s": cfg.body_timeout_s, "body_deadline_s": cfg.body_deadline_s,
+                           "upload_wait_s": cfg.upload_wait_s},
+                   uploads=budget.stats())
         return out
 
     # ---- embeddings ------------------------------------------------------------------------------------------
@@ -151,15 +157,31 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
             raise _not_cached(model, key)
         return {"key": key, "model": model, "shape_hw": list(emb.original_size)}
 
-    def _encode(backend, body: bytes, headers) -> dict:
-        raw = decompress_body(body, headers.get("content-encoding"), cfg.max_body_bytes)
-        media = _media_type(headers)
-        if media == NPY_TYPE:
-            arr = decode_npy(raw, cfg.max_body_bytes)
-        elif media in (BUNDLE_TYPE, "application/octet-stream", ""):
-            arr = decode_bundle(raw, cfg.max_body_bytes).array("image")
+    def _check_side(h: int, w: int, what: str) -> None:
+        if min(h, w) < 1 or max(h, w) > cfg.max_side:
+            raise HTTPException(422, f"{what} is {h} x {w} pixels; this service takes 1..{cfg.max_side} pixels per "
+                                     f"side: send a smaller slice (or start the service with a larger max side)")
+
+    def _check_picture_layout(layout) -> int:
+        """Refuse an encode upload by its declared picture; the bytes of its RGB copy if it is grey."""
+        if isinstance(layout, BundleLayout):
+            specs = {a.name: a for a in layout.arrays}
+            if "image" not in specs:
+                raise WireError(f"the body has no array named 'image' (it has: {', '.join(specs) or 'none'})", 422)
+            dtype, shape = specs["image"].dtype, list(specs["image"].shape)
         else:
-            raise WireError(f"Content-Type {media!r:.60} is not accepted here: send {BUNDLE_TYPE} or {NPY_TYPE}", 415)
+            dtype, shape = layout.dtype.name, list(layout.shape)
+        if dtype != "uint8" or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 3):
+            raise HTTPException(422, f"a slice to encode must be (H, W, 3) uint8 RGB (or (H, W) grey), got {dtype} "
+                                     f"{shape}")
+        _check_side(shape[0], shape[1], "the picture")
+        return 3 * shape[0] * shape[1] if len(shape) == 2 else 0
+
+    def _encode(backend, upload: Upload, headers) -> dict:
+        if isinstance(upload.layout, BundleLayout):
+            arr = decode_bundle(upload.body, cfg.max_body_bytes).array("image")
+        else:
+            arr = decode_npy(upload.body, cfg.max_body_bytes)
         if arr.ndim == 2 and arr.dtype == np.uint8:
             arr = unpack_pictures(arr, 3)
         image = check_image(arr, cfg.max_side)
@@ -180,8 +202,12 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
         """Encode one (H, W, 3) uint8 slice (``image`` in a bundle, or a .npy body); a cached slice is not
         encoded again. An ``X-Samed-Key`` header, if sent, must equal the picture's key."""
         backend = registry.get(model)
-        body = await request.body()
-        return await run_in_threadpool(_encode, backend, body, request.headers)
+        npy = upload_media(request.headers, allow_npy=True)
+        upload = await read_upload(request, cfg, budget, npy, _check_picture_layout)
+        try:
+            return await run_in_threadpool(_encode, backend, upload, request.headers)
+        finally:
+            upload.reservation.release()
 
     @app.post(P + "/models/{model}/embeddings/{key}/decode", response_class=Response, tags=["embeddings"],
               responses=BUNDLE_RESPONSE)
@@ -214,11 +240,25 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
         return Response(encode_bundle(meta, arrays), media_type=BUNDLE_TYPE)
 
     # ---- propagation jobs ------------------------------------------------------------------------------------
-    def _start_job(backend, body: bytes, headers) -> dict:
-        raw = decompress_body(body, headers.get("content-encoding"), cfg.max_body_bytes)
-        if _media_type(headers) not in (BUNDLE_TYPE, "application/octet-stream", ""):
-            raise WireError(f"a propagation upload is a {BUNDLE_TYPE} (arrays pictures, seed_mask)", 415)
-        bundle = decode_bundle(raw, cfg.max_body_bytes)
+    def _check_slab_layout(layout) -> int:
+        """Refuse a propagation upload by its declared arrays; the bytes the route allocates from them."""
+        specs = {a.name: a for a in layout.arrays}
+        if "pictures" not in specs:
+            raise WireError(f"the body has no array named 'pictures' (it has: {', '.join(specs) or 'none'})", 422)
+        pics = specs["pictures"]
+        shape = list(pics.shape)
+        if pics.dtype != "uint8" or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] != 3):
+            raise HTTPException(422, f"pictures must be (N, H, W, 3) uint8 (or (N, H, W) grey), got "
+                                     f"{pics.dtype} {shape}")
+        if not 1 <= shape[0] <= cfg.max_slab_slices:
+            raise HTTPException(422, f"{shape[0]} pictures: send 1..{cfg.max_slab_slices} slices per propagation")
+        _check_side(shape[1], shape[2], "each picture")
+        n_pixels = shape[0] * shape[1] * shape[2]
+        seed_bytes = 2 * shape[1] * shape[2]  # the seed mask's bits unpacked, and its copy in the job
+        return (3 * n_pixels if len(shape) == 3 else 0) + seed_bytes
+
+    def _start_job(backend, upload: Upload, headers) -> dict:
+        bundle = decode_bundle(upload.body, cfg.max_body_bytes)
         meta = PropagationMeta.model_validate(bundle.meta)
         pics = bundle.array("pictures")
         if pics.dtype != np.uint8 or pics.ndim not in (3, 4) or (pics.ndim == 4 and pics.shape[3] != 3):
@@ -226,10 +266,6 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
                                      f"{pics.dtype} {list(pics.shape)}")
         pics = unpack_pictures(pics, 4)
         n, h, w = pics.shape[:3]
-        if not 1 <= n <= cfg.max_slab_slices:
-            raise HTTPException(422, f"{n} pictures: send 1..{cfg.max_slab_slices} slices per propagation")
-        if min(h, w) < 1 or max(h, w) > cfg.max_side:
-            raise HTTPException(422, f"slice size {(h, w)} is outside 1..{cfg.max_side} pixels per side")
         backend.engine.input_size_for((h, w))  # PromptError (422): a slice too thin for the model's resize
         seed_mask = bundle.array("seed_mask")
         if seed_mask.dtype != bool or seed_mask.shape != (h, w):
@@ -253,7 +289,16 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
                 <= settings.index_range[1]:
             raise HTTPException(422, f"seed slice {meta.seed_index} is outside index_range {settings.index_range}")
         directions = list(dict.fromkeys(meta.directions))
-        job = jobs.submit(backend, pics, first, n_slices, meta.seed_index, seed_mask, settings, directions)
+        pics = np.ascontiguousarray(pics)
+        seed_mask = np.array(seed_mask, dtype=bool)
+        # the job keeps its slab until it ends: that part of the upload's reservation goes with it
+        held = upload.reservation.split(pics.nbytes + seed_mask.nbytes)
+        try:
+            job = jobs.submit(backend, pics, first, n_slices, meta.seed_index, seed_mask, settings, directions,
+                              on_end=held.release)
+        except BaseException:
+            held.release()
+            raise
         return job.snapshot()
 
     @app.post(P + "/models/{model}/propagations", status_code=202, response_model=JobStatus, tags=["propagation"],
@@ -262,8 +307,12 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
         """Start propagating ``seed_mask`` from ``meta.seed_index`` through ``pictures`` (slices
         ``first_index`` ..): a bundle with meta :class:`PropagationMeta`. Poll the returned job."""
         backend = registry.get(model)
-        body = await request.body()
-        return await run_in_threadpool(_start_job, backend, body, request.headers)
+        upload_media(request.headers, allow_npy=False)
+        upload = await read_upload(request, cfg, budget, False, _check_slab_layout)
+        try:
+            return await run_in_threadpool(_start_job, backend, upload, request.headers)
+        finally:
+            upload.reservation.release()
 
     @app.get(P + "/jobs/{job_id}", response_model=JobStatus, tags=["propagation"])
     def job_status(job_id: str):

@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Iterable, Optional
 
+from .logs import ThrottledWarnings, install_log_redaction  # noqa: F401 (re-exported for server.py)
 from .wire import API_PREFIX
 
 log = logging.getLogger("samed.service")
@@ -68,6 +69,13 @@ def check_exposure(host: str, token: Optional[str]) -> None:
             f"clients pass the same token. To serve only this machine, use --host 127.0.0.1.")
 
 
+def _token_in_query(query: bytes) -> bool:
+    from urllib.parse import parse_qsl
+
+    names = {k.lower() for k, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)}
+    return bool(names & {"token", "access_token", "api_key", "apikey", "auth", "authorization"})
+
+
 def _send_json_factory(send):
     async def send_json(status: int, detail: str, headers: Iterable = ()):
         body = json.dumps({"detail": detail}).encode()
@@ -81,9 +89,10 @@ def _send_json_factory(send):
 class TokenGuard:
     """ASGI middleware: every request outside :data:`OPEN_PATHS` needs ``Authorization: Bearer <token>``."""
 
-    def __init__(self, app, token: Optional[str]):
+    def __init__(self, app, token: Optional[str], warnings: Optional[ThrottledWarnings] = None):
         self.app = app
         self._token = token.encode("utf-8") if token else None
+        self._warnings = warnings or ThrottledWarnings()
 
     def authorized(self, scope) -> bool:
         given = b""
@@ -97,13 +106,20 @@ class TokenGuard:
         return hmac.compare_digest(given, self._token)
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and _token_in_query(scope.get("query_string", b"")):
+            # a token in a URL ends up in access logs, proxies' logs and browser histories: refuse it
+            await _send_json_factory(send)(
+                400, "do not put the token in the URL (?token=...): URLs are written to logs; send it in the "
+                     "header 'Authorization: Bearer <token>'", [(b"connection", b"close")])
+            return
         if self._token is None or scope["type"] != "http" or scope.get("path") in OPEN_PATHS \
                 or self.authorized(scope):
             await self.app(scope, receive, send)
             return
         client = scope.get("client") or ("?", 0)
-        log.warning("401: request without a valid token: %s %s from %s", scope.get("method"), scope.get("path"),
-                    client[0])
+        self._warnings.warn(f"401 {scope.get('method')} {str(scope.get('path'))[:200]}", str(client[0]),
+                            "401: request without a valid token: %s %s from %s",
+                            scope.get("method"), scope.get("path"), client[0])
         await _send_json_factory(send)(
             401, "missing or wrong token: send 'Authorization: Bearer <token>' with the service's token "
                  f"(samed: --token-file FILE or ${TOKEN_ENV}; Slicer: the token field of the model service)",

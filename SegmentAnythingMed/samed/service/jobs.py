@@ -13,7 +13,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class Job:
     finished: Optional[float] = None
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     slab_slices: int = 0
+    on_end: Optional[Callable[[], None]] = None  # called once the slab is dropped (the upload memory budget)
 
     def __post_init__(self):
         self.slab_slices = 0 if self.pictures is None else len(self.pictures)
@@ -105,9 +106,10 @@ class JobManager:
 
     # ---- life of a job ---------------------------------------------------------------------------------------
     def submit(self, backend, pictures: np.ndarray, first_index: int, n_slices: int, seed_index: int,
-               seed_mask: np.ndarray, settings: PropagationSettings, directions: Sequence[str]) -> Job:
+               seed_mask: np.ndarray, settings: PropagationSettings, directions: Sequence[str],
+               on_end: Optional[Callable[[], None]] = None) -> Job:
         job = Job(uuid.uuid4().hex, backend.model, pictures, first_index, n_slices, seed_index, seed_mask,
-                  settings, tuple(directions))
+                  settings, tuple(directions), on_end=on_end)
         with self._lock:
             self._purge()
             active = sum(j.state in (QUEUED, RUNNING) for j in self._jobs.values())
@@ -138,6 +140,8 @@ class JobManager:
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
             job.pictures = None  # the slab can be large; the result is all that is needed now
+            if job.on_end is not None:
+                job.on_end()
             job.finished = time.time()
             job.state = state  # last: a client that sees a finished state finds everything else in place
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Literal, Optional, Tuple, get_type_hints
+from typing import Dict, List, Literal, Optional, Tuple, Union, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -41,7 +41,7 @@ SETTING_RANGES: Dict[str, dict] = {
     "min_area_ratio": dict(ge=0, le=1),
     "max_area_ratio": dict(ge=1),
     "min_overlap": dict(ge=0, le=1),
-    "min_score": dict(ge=0, le=1),
+    "min_score": dict(ge=-1, le=1),  # the model's IoU estimate; a negative value turns the rule off
     "max_intensity_shift": dict(ge=0),
     "min_intensity_shift": dict(ge=0, le=255),
     "max_slices": dict(ge=0),
@@ -111,7 +111,8 @@ class Info(Health):
     models: Dict[str, ModelInfo]
     cache: Dict[str, int]
     jobs: Dict[str, int]
-    limits: Dict[str, int]
+    limits: Dict[str, Union[int, float]]
+    uploads: Dict[str, int]  # the upload memory budget: max_bytes, used_bytes, peak_bytes
     auth: str
 
 

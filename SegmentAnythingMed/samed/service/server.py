@@ -8,8 +8,9 @@ import socket
 import sys
 from typing import Optional, Sequence, Tuple
 
-from .auth import check_exposure, is_loopback
+from .auth import check_exposure, install_log_redaction, is_loopback
 from .config import ServiceConfig
+from .protocol import guarded_h11_protocol
 
 log = logging.getLogger("samed.service")
 
@@ -28,6 +29,25 @@ def check_port_free(host: str, port: int) -> None:
             raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def tune_malloc(mmap_threshold: int = 1 << 20, arenas: int = 4) -> bool:
+    """glibc only: serve every allocation of ``mmap_threshold`` bytes or more (pictures, bodies) from its own
+    mapping, returned to the system when freed, and cap the per-thread arenas. By default glibc raises its mmap
+    threshold after the first large free (up to 32 MB), so later pictures come from arenas that keep their memory:
+    the server's RSS would creep up with every large upload."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_mmap_threshold, m_arena_max = -3, -8  # malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold))) and bool(libc.mallopt(m_arena_max, arenas))
+    except (OSError, AttributeError):
+        return False
+
+
 def run_service(host: str, port: int, models: Sequence[Tuple[str, Optional[str]]], device: Optional[str] = None,
                 config: Optional[ServiceConfig] = None, cache_bytes: int = 1 << 30, log_level: str = "info",
                 access_log: bool = True, ssl_certfile: Optional[str] = None,
@@ -42,6 +62,7 @@ def run_service(host: str, port: int, models: Sequence[Tuple[str, Optional[str]]
     from .app import create_app
     from .registry import ModelRegistry
 
+    tune_malloc()
     registry = ModelRegistry.load(models, device, cache_bytes, engine)
     app = create_app(registry, config)
     scheme = "https" if ssl_certfile else "http"
@@ -53,5 +74,14 @@ def run_service(host: str, port: int, models: Sequence[Tuple[str, Optional[str]]
     if config.token and not ssl_certfile and not is_loopback(host):
         print("samed serve: note: plain HTTP sends the token and the pictures unencrypted; on a shared network "
               "put the service behind HTTPS (--ssl-certfile/--ssl-keyfile or a reverse proxy)", file=sys.stderr)
-    uvicorn.run(app, host=host.strip("[]"), port=port, log_level=log_level, access_log=access_log,
-                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, timeout_keep_alive=30)
+    print(f"samed serve: memory bound: warm size + cache {cache_bytes >> 20} MB + uploads "
+          f"{config.max_upload_memory_bytes >> 20} MB; timeouts: request head {config.header_timeout_s:g} s, "
+          f"body pauses {config.body_timeout_s:g} s; at most {config.max_connections} connections",
+          file=sys.stderr, flush=True)
+    uv_config = uvicorn.Config(app, host=host.strip("[]"), port=port, log_level=log_level, access_log=access_log,
+                               ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, timeout_keep_alive=30,
+                               http=guarded_h11_protocol(config.header_timeout_s),
+                               limit_concurrency=config.max_connections)
+    install_log_redaction()  # after uvicorn.Config, which configures the loggers
+    logging.getLogger("samed.service").setLevel(log_level.upper())
+    uvicorn.Server(uv_config).run()

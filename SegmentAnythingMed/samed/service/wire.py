@@ -95,33 +95,58 @@ def _int_list(value, what: str) -> List[int]:
     return value
 
 
-def decode_bundle(body: bytes, max_array_bytes: int) -> Bundle:
-    """Parse a bundle, checking every length before allocating anything; :class:`WireError` if malformed."""
-    body = memoryview(body)
-    if len(body) < _PREFIX.size:
-        raise WireError(f"the body is {len(body)} bytes: too short for a samed bundle ({BUNDLE_TYPE})")
-    magic, header_len = _PREFIX.unpack_from(body, 0)
+@dataclass
+class ArraySpec:
+    name: str
+    dtype: str
+    shape: List[int]
+    encoding: str
+    count: int  # elements
+    nbytes: int  # bytes on the wire
+
+
+@dataclass
+class BundleLayout:
+    meta: Dict[str, object]
+    arrays: List[ArraySpec]
+    data_offset: int  # where the first array's bytes start
+    total: int  # the whole bundle's length in bytes
+
+
+def bundle_layout(head, max_array_bytes: int) -> Optional[BundleLayout]:
+    """The layout a bundle declares, from its first bytes: None while ``head`` is too short to tell (the prefix
+    and the JSON header are needed), :class:`WireError` as soon as it is malformed. Nothing is allocated for the
+    arrays, so an upload can be refused by its declared shapes before its body is read."""
+    head = memoryview(head)
+    if len(head) < _PREFIX.size:
+        if bytes(head[:6]) != MAGIC[:6][:len(head)]:
+            raise WireError(f"the body is not a samed bundle (it does not start with {MAGIC[:6]!r})")
+        return None
+    magic, header_len = _PREFIX.unpack_from(head, 0)
     if magic[:6] != MAGIC[:6]:
         raise WireError(f"the body is not a samed bundle (it does not start with {MAGIC[:6]!r})")
     if magic[6:7] != MAGIC[6:7]:
         raise WireError(f"bundle format version {magic[6]} is not supported (this service reads version "
                         f"{MAGIC[6]}): update the client or the service")
-    if header_len > MAX_HEADER_BYTES or _PREFIX.size + header_len > len(body):
-        raise WireError(f"the bundle header length {header_len} does not fit the {len(body)}-byte body")
+    if header_len > MAX_HEADER_BYTES:
+        raise WireError(f"the bundle header length {header_len} is more than {MAX_HEADER_BYTES} bytes")
+    if len(head) < _PREFIX.size + header_len:
+        return None
     try:
-        header = json.loads(bytes(body[_PREFIX.size:_PREFIX.size + header_len]).decode("utf-8"))
+        header = json.loads(bytes(head[_PREFIX.size:_PREFIX.size + header_len]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise WireError(f"the bundle header is not JSON: {str(exc)[:200]}") from None
     if not isinstance(header, dict) or not isinstance(header.get("meta", {}), dict) \
             or not isinstance(header.get("arrays", []), list):
         raise WireError('the bundle header must be {"meta": {...}, "arrays": [...]}')
     offset = _PREFIX.size + header_len
-    out = Bundle(dict(header.get("meta", {})))
+    specs: List[ArraySpec] = []
+    total = offset
     for spec in header.get("arrays", []):
         if not isinstance(spec, dict):
             raise WireError("each entry of the bundle's arrays must be an object")
         name, dtype, encoding = spec.get("name"), spec.get("dtype"), spec.get("encoding", "raw")
-        if not isinstance(name, str) or not name or name in out.arrays:
+        if not isinstance(name, str) or not name or any(s.name == name for s in specs):
             raise WireError(f"array name {name!r:.40} is missing or repeated")
         if dtype not in DTYPES:
             raise WireError(f"array {name!r}: dtype {dtype!r:.40} is not one of {', '.join(DTYPES)}", 422)
@@ -143,26 +168,75 @@ def decode_bundle(body: bytes, max_array_bytes: int) -> Bundle:
         if nbytes != expected:
             raise WireError(f"array {name!r}: nbytes {nbytes!r:.40} does not match its shape {shape} "
                             f"({expected} bytes expected)")
-        if offset + expected > len(body):
-            raise WireError(f"the body ends inside array {name!r} (truncated upload?)")
-        data = body[offset:offset + expected]
-        offset += expected
-        if encoding == "bits":
-            arr = np.unpackbits(np.frombuffer(data, np.uint8), count=count).astype(bool)
-        elif dtype == "bool":
+        specs.append(ArraySpec(name, dtype, shape, encoding, count, expected))
+        total += expected
+    return BundleLayout(dict(header.get("meta", {})), specs, offset, total)
+
+
+def decode_bundle(body: bytes, max_array_bytes: int) -> Bundle:
+    """Parse a bundle, checking every length before allocating anything; :class:`WireError` if malformed.
+    Raw arrays are read-only views of ``body`` (no copy)."""
+    body = memoryview(body)
+    layout = bundle_layout(body, max_array_bytes)
+    if layout is None:
+        if len(body) < _PREFIX.size:
+            raise WireError(f"the body is {len(body)} bytes: too short for a samed bundle ({BUNDLE_TYPE})")
+        raise WireError(f"the bundle header length does not fit the {len(body)}-byte body")
+    offset = layout.data_offset
+    out = Bundle(layout.meta)
+    for spec in layout.arrays:
+        if offset + spec.nbytes > len(body):
+            raise WireError(f"the body ends inside array {spec.name!r} (truncated upload?)")
+        data = body[offset:offset + spec.nbytes]
+        offset += spec.nbytes
+        if spec.encoding == "bits":
+            arr = np.unpackbits(np.frombuffer(data, np.uint8), count=spec.count).view(bool)
+        elif spec.dtype == "bool":
             arr = np.frombuffer(data, np.uint8) != 0
         else:
-            arr = np.frombuffer(data, np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
-        out.arrays[name] = arr.reshape(shape)
+            arr = np.frombuffer(data, np.dtype(spec.dtype).newbyteorder("<")).astype(spec.dtype, copy=False)
+        out.arrays[spec.name] = arr.reshape(spec.shape)
     if offset != len(body):
         raise WireError(f"{len(body) - offset} unexpected bytes after the last array of the bundle")
     return out
 
 
 # ---- plain .npy ------------------------------------------------------------------------------------------------
-def decode_npy(body: bytes, max_array_bytes: int) -> np.ndarray:
-    """A ``.npy`` file's array (never unpickles; checks the size before allocating)."""
-    f = io.BytesIO(body)
+MAX_NPY_HEADER_BYTES = 1 << 16
+
+
+@dataclass
+class NpyLayout:
+    shape: tuple
+    dtype: np.dtype
+    fortran: bool
+    data_offset: int
+    total: int
+
+
+def npy_layout(head, max_array_bytes: int) -> Optional[NpyLayout]:
+    """The array a ``.npy`` file declares, from its first bytes (None while too short to tell; never unpickles;
+    :class:`WireError` for a cut, garbled or too large header)."""
+    head = memoryview(head)
+    magic = b"\x93NUMPY"
+    if bytes(head[:6]) != magic[:min(6, len(head))]:
+        raise WireError("the body is not a .npy file (it does not start with \\x93NUMPY)")
+    if len(head) < 10:
+        return None
+    major = head[6]
+    if major == 1:
+        prefix, header_len = 10, struct.unpack_from("<H", head, 8)[0]
+    elif major in (2, 3):
+        if len(head) < 12:
+            return None
+        prefix, header_len = 12, struct.unpack_from("<I", head, 8)[0]
+    else:
+        raise WireError(f"the body is a .npy file of format version {major}, which is not supported (1, 2 or 3)")
+    if header_len > MAX_NPY_HEADER_BYTES:
+        raise WireError(f"the .npy header is {header_len} bytes long, more than {MAX_NPY_HEADER_BYTES}")
+    if len(head) < prefix + header_len:
+        return None
+    f = io.BytesIO(bytes(head[:prefix + header_len]))
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -180,11 +254,22 @@ def decode_npy(body: bytes, max_array_bytes: int) -> np.ndarray:
     if count * dtype.itemsize > max_array_bytes:
         raise WireError(f"the .npy array of shape {shape} would take {count * dtype.itemsize} bytes, more than "
                         f"this service's limit of {max_array_bytes} bytes", 413)
-    data = body[f.tell():]
-    if len(data) != count * dtype.itemsize:
-        raise WireError(f"the .npy data is {len(data)} bytes; shape {shape} {dtype} needs "
-                        f"{count * dtype.itemsize} (truncated upload?)")
-    arr = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    return NpyLayout(tuple(shape), dtype, bool(fortran), prefix + header_len,
+                     prefix + header_len + count * dtype.itemsize)
+
+
+def decode_npy(body: bytes, max_array_bytes: int) -> np.ndarray:
+    """A ``.npy`` file's array (never unpickles; checks the size before allocating)."""
+    body = memoryview(body)
+    layout = npy_layout(body, max_array_bytes)
+    if layout is None:
+        raise WireError(f"the body is not a valid .npy file (it ends inside its header after {len(body)} bytes)")
+    data = body[layout.data_offset:]
+    needed = layout.total - layout.data_offset
+    if len(data) != needed:
+        raise WireError(f"the .npy data is {len(data)} bytes; shape {layout.shape} {layout.dtype} needs "
+                        f"{needed} (truncated upload?)")
+    arr = np.frombuffer(data, layout.dtype).reshape(layout.shape, order="F" if layout.fortran else "C")
     return np.ascontiguousarray(arr)
 
 
