@@ -290,10 +290,20 @@ def test_a_token_keeps_other_browsers_out(ctchest, browser_page, tmp_path):
         assert state(page, "volumes") == ["data/CTChest4.nrrd"]
         page.locator("input[type=file]").set_input_files(str(ctchest[0]))  # an upload through the real client
         wait_state(page, "s.get('opened') === 'uploads/CTChest4.nrrd'", 120_000)
+        second = page.context.new_page()  # another user, with the token: one browser per process
+        try:
+            second.goto(app.url + "?secret=" + token)
+            second.wait_for_timeout(8_000)  # what must not happen: the first user's state arriving
+            assert second.evaluate("() => window.trame && window.trame.state ? "
+                                   "window.trame.state.get('opened') : undefined") is None
+        finally:
+            second.close()
         for url in (app.url, app.url + "?secret=wrong-" + token):
             page.goto(url)
             page.wait_for_timeout(8_000)  # what must not happen: the state arriving (the right token: ~1 s)
             assert page.evaluate("() => window.trame && window.trame.state ? "
                                  "window.trame.state.get('volumes') : undefined") is None, url
+        page.goto(app.url + "?secret=" + token)  # the first user's seat was freed when its page went away
+        wait_state(page, "Array.isArray(s.get('volumes'))", 60_000)
     finally:
         app.stop()

@@ -79,6 +79,7 @@ def run(args) -> int:
     from SegmentAnythingMedLib.backend_settings import BackendProvider, BackendSettings
     from SegmentAnythingMedLib.session_types import SessionOptions
 
+    from ..web.access import serve_one_browser
     from ..web.app import SamWebApp
     from .common import backend_from_args
 
@@ -88,6 +89,7 @@ def run(args) -> int:
     options = SessionOptions(intensity_mode=args.intensity, window=args.window, level=args.level)
     app = SamWebApp(data=data, out_dir=args.out, provider=provider, options=options,
                     max_upload_mb=args.max_upload_mb)
+    serve_one_browser(app.server)  # one scene per process: a second browser would see the first user's data
     # trame reads its own options from sys.argv: give it only these (ours, such as --backend, are not its)
     argv = ["samed-web"] + (["--authKey", token] if token else [])
     saved_argv, sys.argv = sys.argv, argv
