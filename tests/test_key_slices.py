@@ -144,12 +144,12 @@ def test_two_objects_split_by_an_absent_key_are_walked_separately():
 @pytest.mark.parametrize("grey, stops", [(190, False), (140, True)])
 def test_walk_beyond_stops_where_the_mask_moves_onto_another_tissue(grey, stops):
     """Slices 6..9 hold a structure of the same shape right after the object (slices 0..5), as a liver below
-    a lung: the fake model follows it. The intensity rule (against the key slices' grey values) ends the walk
-    there when its grey differs."""
+    a lung: the fake model follows it. From a lone key slice the intensity rule (against the key's grey values)
+    ends the walk there when its grey differs."""
     pics = volume([disk(8)] * 10)
     for i in range(6, 10):
         pics[i][disk(8)] = grey
-    res = segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 10, {2: disk(8), 4: disk(8)})
+    res = segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 10, {3: disk(8)})
     if stops:
         assert res.indices == list(range(0, 6)) and res.stopped["up"].startswith("intensity at slice 6")
     else:
@@ -175,3 +175,28 @@ def test_key_mask_for_a_box_keeps_what_fits_the_box():
     mask, _, source = mask_for_key_box(BrightInBoxBackend(), misread, box, [(preview, 0.9)])
     assert source == "prior 1" and mask.sum() == (disk(9)[24:41, 24:41]).sum()
     assert box_fit(np.zeros((64, 64), bool), box) == 0.0
+
+
+class ScoreDropBackend(BrightInBoxBackend):
+    """Scores 0.75 on slices from ``drop`` on (a model unsure past an object's end), 0.95 before."""
+
+    def __init__(self, pics, drop):
+        super().__init__()
+        self.slice_of = {image_key(self.model, p): i for i, p in enumerate(pics)}
+        self.drop = drop
+
+    def decode(self, handle, prompt, multimask=None):
+        pred = super().decode(handle, prompt, multimask)
+        return Prediction(pred.masks, [0.75 if self.slice_of[handle.key] >= self.drop else 0.95])
+
+
+def test_the_measured_rule_set_follows_the_number_of_key_slices():
+    """One key slice: core.propagation's rules (min score 0.5) keep the unsure slices; two or more: the rules
+    measured for walks from key slices near an end (min score 0.8) stop at the first unsure slice."""
+    pics = volume([disk(8)] * 10)
+    for i, pic in enumerate(pics):
+        pic[0, 0] = 20 + i  # dark (below the fake's threshold) but makes every slice's picture distinct
+    one = segment_from_key_slices(ScoreDropBackend(pics, 7), lambda i: pics[i], 10, {4: disk(8)})
+    assert one.indices == list(range(10))
+    two = segment_from_key_slices(ScoreDropBackend(pics, 7), lambda i: pics[i], 10, {3: disk(8), 5: disk(8)})
+    assert two.indices == list(range(0, 7)) and two.stopped["up"].startswith("score at slice 7")

@@ -3,7 +3,7 @@
 The pairs are taken in order (the first ``--box`` goes to the first ``--slice``). Each key slice's mask is the
 model's for its box; the slices between two key slices are filled by ``core.key_slices`` (always: that is what
 several key slices ask for), and with ``--propagate`` the walk continues beyond the outermost ones
-(``--max-slices`` limits it; the walk's rules are ``core.key_slices.WALK_RULES`` unless an option changes
+(``--max-slices`` limits it; the walk's rules are ``core.key_slices.WALK_RULES_MORE_KEYS`` unless an option changes
 one). Prints each slice's kind (key, interpolated, walked) and why each end stopped.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Dict
 import numpy as np
 
 from ..core.geometry import check_slice_index
-from ..core.key_slices import WALK_RULES, KeySliceSettings, segment_from_key_slices
+from ..core.key_slices import WALK_RULES_MORE_KEYS, KeySliceSettings, segment_from_key_slices
 from ..core.markup_prompts import SlicePrompts
 from ..core.prompts import Prompt, PromptError
 from ..core.propagation import PropagationSettings
@@ -40,14 +40,14 @@ def fill_from_key_slices(session, key_masks: Dict[int, np.ndarray], args) -> Dic
     empty = [i for i, m in key_masks.items() if not m.any()]
     if empty:
         raise PromptError(f"the box on slice(s) {empty} gave an empty mask: check the box (x = column, y = row)")
-    rules = dict(WALK_RULES)  # the key-slice walk's measured rules, unless an option changes one
+    rules = dict(WALK_RULES_MORE_KEYS)  # the measured rules for two or more key slices, unless an option changes one
     for option in ("box_margin_px", "box_margin_frac", "min_area_ratio", "max_area_ratio", "min_score"):
         value = getattr(args, "box_margin" if option == "box_margin_px" else option)
         if value != getattr(PropagationSettings, option):
             rules[option] = value
     walk = PropagationSettings(**rules, max_slices=args.max_slices if args.propagate else 0)
     result = segment_from_key_slices(session.backend, session.picture, session.n_slices, key_masks,
-                                     KeySliceSettings(walk=walk))
+                                     KeySliceSettings(walk_more_keys=walk))
     kinds = {}
     for i in result.indices:
         kinds.setdefault(result.kinds[i].split()[0], []).append(i)
