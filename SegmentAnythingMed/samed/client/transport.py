@@ -60,6 +60,7 @@ class Transport:
         self._lock = threading.Lock()
         self.bytes_sent = 0
         self.bytes_received = 0
+        self._answered = False  # the service has answered this client before: a refusal now means it stopped
 
     # ---- connections -----------------------------------------------------------------------------------------
     def _connection(self):
@@ -108,10 +109,17 @@ class Transport:
                 self._drop()
                 if reused and attempt == 1:
                     continue  # the server closed an idle kept-alive connection: once more on a new one
-                raise self._unreachable(f"the samed service at {self.url} closed the connection during "
-                                        f"{method} {path} ({type(exc).__name__}): was it restarted?") from None
+                raise self._unreachable(
+                    f"the samed service at {self.url} closed the connection during {method} {path} without "
+                    f"answering ({type(exc).__name__}): it stopped or restarted (its log says why); what it was "
+                    f"doing for this request is lost: send it again once the service is back") from None
             except OSError as exc:  # refused, no route, unknown host, TLS failure
                 self._drop()
+                if self._answered:
+                    raise self._unreachable(
+                        f"the samed service at {self.url} answered before but now refuses {method} {path} "
+                        f"({exc.strerror or exc}): it has stopped (crashed or was shut down; its log says why). Work "
+                        f"in progress there (encodes, propagation jobs) is lost: start it again and retry") from None
                 raise self._unreachable(
                     f"cannot reach the samed service at {self.url} ({exc.strerror or exc}): is 'samed serve' running "
                     f"there, and are the host and port right?") from None
@@ -121,6 +129,7 @@ class Transport:
         with self._lock:
             self.bytes_sent += len(body or b"")
             self.bytes_received += len(data)
+            self._answered = True
         encoding = (resp.getheader("Content-Encoding") or "").lower()
         if encoding == "gzip":
             try:
