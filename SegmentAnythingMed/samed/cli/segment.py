@@ -167,9 +167,11 @@ def run(args) -> int:
         masks = propagated
         print(f"propagated from slice {seed} to slices {min(masks)}..{max(masks)} ({len(masks)} slices)")
     seconds = time.perf_counter() - t0
-    mask_volume = session.masks_to_volume(masks)
-    masks = dict.fromkeys(masks)  # the per-slice masks are in mask_volume now: free them before writing
+    # one copy of the result at a time: the per-slice masks are freed as they go into mask_volume
     preds = result = propagated = None  # noqa: F841
+    indices = sorted(masks)
+    mask_volume = session.masks_to_volume(masks, consume=True)
+    masks = dict.fromkeys(indices)
     _write_output(out, name, mask_volume, volume, args.overwrite)
     print(f"wrote {out} (segment {name!r}, {int(mask_volume.sum())} voxels) in {seconds:.1f} s")
 
