@@ -345,3 +345,46 @@ def test_list_dataset_on_shared_data():
     assert mask.sum() == 4137 and "tumor" in description
     image = io.read_volume(brain.items[0].image)
     np.testing.assert_allclose(grid.ijk_to_ras, image.ijk_to_ras, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- writes are whole
+@pytest.mark.parametrize("kind", ["volume", "segmentation"])
+def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch, kind):
+    """Ctrl-C in the middle of writing (the real writer wrote part of the file): the file already there is intact."""
+    import hashlib
+
+    import SimpleITK as sitk
+    import slicerio
+
+    from samed.core.geometry import Volume
+
+    grid = Volume(np.zeros((4, 5, 6), np.uint8), np.diag([0.5, 0.5, 2.0, 1.0]), {})
+    mask = np.zeros(grid.shape_kji, bool)
+    mask[1:3, 1:4, 2:5] = True
+    path = tmp_path / ("old.nrrd" if kind == "volume" else "old.seg.nrrd")
+
+    def write():
+        if kind == "volume":
+            io.write_volume(grid.with_array(mask.astype(np.uint8)), path)
+        else:
+            io.write_segmentation(path, {"a": mask}, grid, overwrite=True)
+    write()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def cut_short(real):
+        def writer(*args, **kwargs):
+            real(*args, **kwargs)
+            target = [a for a in args if isinstance(a, str)][-1]
+            with open(target, "r+b") as f:
+                f.truncate(max(1, f.seek(0, 2) // 2))
+            raise KeyboardInterrupt
+        return writer
+    if kind == "volume":
+        monkeypatch.setattr(sitk, "WriteImage", cut_short(sitk.WriteImage))
+    else:
+        monkeypatch.setattr(slicerio, "write_segmentation", cut_short(slicerio.write_segmentation))
+    mask[:] = True
+    with pytest.raises(KeyboardInterrupt):
+        write()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
