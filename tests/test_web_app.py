@@ -38,8 +38,9 @@ def box_corners_ras(app, box=DEMO_BOX_IJK, k=DEMO_SLICE):
 
 
 def drag(app, box=DEMO_BOX_IJK):
-    a, b = box_corners_ras(app, box)
-    app._on_box(a, b, app._slice_view().get_view_node())
+    from SegmentAnythingMedLib.gestures import BOX, PromptAction
+
+    app._on_prompt(PromptAction(BOX, tuple(box_corners_ras(app, box))), app._slice_view().get_view_node())
     app.session.wait(600)
     app._sync()
 
@@ -65,10 +66,12 @@ def test_box_apply_undo_redo_propagate_save_on_the_model_service(app):
     app._go_to_slice(DEMO_SLICE)
     assert app.state.view_geometry is not None
 
-    # a click (press and release at one place) is no box: a message, no job
-    a, _ = box_corners_ras(app)
-    app._on_box(a, a, app._slice_view().get_view_node())
-    assert "too small" in app.state.status and not app.session.busy
+    # a click is an include point, which LiteMedSAM does not take: its message, no job
+    from SegmentAnythingMedLib.gestures import POINT, PromptAction
+
+    app._on_prompt(PromptAction(POINT, box_corners_ras(app)[:1]), app._slice_view().get_view_node())
+    assert "does not take point prompts" in app.state.status and "Drag a box" in app.state.status
+    assert not app.session.busy and not app.state.has_preview
 
     drag(app)
     assert app.state.has_preview and app.state.box_xy == pytest.approx(DEMO_BOX_IJK)

@@ -14,14 +14,12 @@ from typing import Optional
 
 import numpy as np
 from trame.app import TrameApp
-from trame.widgets import html
-from trame.widgets import vuetify3 as v3
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
-from trame_vuetify.ui.vuetify3 import SinglePageLayout
 from undo_stack import UndoStack
 
 from SegmentAnythingMedLib.evaluation_bridge import evaluate_segment
+from SegmentAnythingMedLib.gestures import BOX
 from SegmentAnythingMedLib.preview import SegmentPreview
 from SegmentAnythingMedLib.session import USER_ERRORS, EditSession, describe_error
 from SegmentAnythingMedLib.session_types import SessionOptions
@@ -31,7 +29,8 @@ from SegmentAnythingMedLib.worker import InferenceWorker
 from .edit_target import TrameEditTarget
 from .effect import SegmentAnythingEffect
 from .files import DataFolders, reference_choices, write_segmentation
-from .uploads import UPLOAD_SUFFIXES, Uploads
+from .ui import LAYOUTS, build_ui
+from .uploads import Uploads
 
 SEGMENT_NAME = "Segment_1"  # the name `samed segment` gives a segment without a reference label
 POLL_S = 0.1
@@ -55,7 +54,7 @@ class SamWebApp(TrameApp):
         self.undo_stack = UndoStack(undo_limit=undo_limit)
         self.editor.set_undo_stack(self.undo_stack)
         self.effect = self.editor.get_effect(SegmentAnythingEffect)
-        self.effect.on_box = self._on_box
+        self.effect.on_prompt = self._on_prompt
         self.target = TrameEditTarget(self.editor)
         self.worker = InferenceWorker("samed web inference")
         self.session = EditSession(provider, self.worker, SegmentPreview(self.slicer.scene), options)
@@ -86,60 +85,14 @@ class SamWebApp(TrameApp):
         s.reference = next((r for r in s.references if r.endswith(": right lung")), s.references[0] if s.references
                            else None)
         s.evaluation = ""
+        s.layout = "Axial Only"
         s.view_geometry = None  # view XY (pixels, origin bottom-left) -> source voxel IJK, and the view's size
         s.change("slice_index")(self._on_slice_index)
-        self._build_ui()
+        s.change("layout")(self._on_layout)
+        build_ui(self)
         self.server.controller.on_server_ready.add(self._start_polling)
 
     # --------------------------------------------------------------------------------------------------- UI
-    def _build_ui(self) -> None:
-        with SinglePageLayout(self.server, full_height=True) as layout:
-            layout.title.set_text("Segment Anything")
-            with layout.toolbar:
-                v3.VSpacer()
-                v3.VSelect(v_model=("volume",), items=("volumes",), label="Volume", density="compact",
-                           hide_details=True, style="max-width: 320px;", id="volume-select")
-                v3.VBtn("Open", click=self.open_selected, id="open-volume", classes="mx-1")
-                v3.VFileInput(label="Upload", accept=",".join(UPLOAD_SUFFIXES), density="compact",
-                              hide_details=True, style="max-width: 160px;", id="upload", prepend_icon="mdi-upload",
-                              change=f"trigger('{self.server.controller.trigger_name(self.upload)}', "
-                                     f"[$event.target.files])")
-                v3.VBtn("Segment Anything", click=self.activate_tool, id="tool-sam", classes="mx-1",
-                        prepend_icon="mdi-selection-drag", disabled=("!opened",),
-                        color=("tool_active ? 'primary' : undefined",))
-                v3.VBtn("Next candidate", click=self.next_candidate, id="next-candidate", classes="mx-1",
-                        disabled=("!has_preview || busy",))
-                v3.VBtn("Propagate", click=self.propagate, id="propagate", classes="mx-1",
-                        disabled=("!has_preview || busy",))
-                v3.VBtn("Apply", click=self.apply, id="apply", classes="mx-1", disabled=("!has_preview || busy",))
-                v3.VBtn("Cancel", click=self.cancel, id="cancel", classes="mx-1")
-                v3.VBtn(icon="mdi-undo", click=self.undo, id="undo", disabled=("!can_undo",))
-                v3.VBtn(icon="mdi-redo", click=self.redo, id="redo", disabled=("!can_redo",))
-                v3.VBtn("Save", click=self.save, id="save", classes="mx-1", disabled=("!opened",),
-                        prepend_icon="mdi-content-save")
-            with layout.content:
-                with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
-                    with html.Div(classes="d-flex align-center px-4", style="gap: 16px; flex: 0 0 auto;"):
-                        v3.VSlider(v_model=("slice_index",), min=0, max=("slice_count - 1",), step=1,
-                                   label="Slice", hide_details=True, disabled=("!opened",), style="max-width: 400px;")
-                        v3.VTextField(v_model_number=("slice_index",), type="number", density="compact",
-                                      hide_details=True, style="max-width: 90px;", id="slice-index",
-                                      disabled=("!opened",))
-                        html.Span("{{ status }}", id="status")
-                        html.Span("{{ progress }}", id="progress")
-                    with html.Div(classes="px-4", style="flex: 0 0 auto; font-size: 0.85em;"):
-                        html.Span("Box: {{ box || 'none' }}", id="box")
-                        html.Span(" | Saved: {{ saved || 'not yet' }}", id="saved")
-                    with html.Div(classes="d-flex align-center px-4", style="gap: 12px; flex: 0 0 auto;",
-                                  v_if=("references.length",)):
-                        v3.VSelect(v_model=("reference",), items=("references",), label="Reference segment",
-                                   density="compact", hide_details=True, style="max-width: 420px;",
-                                   id="reference-select")
-                        v3.VBtn("Compare", click=self.compare, id="compare", disabled=("!opened",), size="small")
-                        html.Span("{{ evaluation }}", id="evaluation")
-                    with html.Div(style="flex: 1 1 auto; position: relative;", id="views"):
-                        self.layout_manager.initialize_layout_grid(layout)
-
     # ---------------------------------------------------------------------------------------------- helpers
     def _say(self, text: str) -> None:
         with self.state:
@@ -159,8 +112,10 @@ class SamWebApp(TrameApp):
             view.schedule_render()
 
     def _slice_view(self):
+        """The axial ("Red") view: the one the slice controls move and the view geometry describes."""
         views = self.slicer.view_manager.get_slice_views()
-        return views[0] if views else None
+        red = [v for v in views if v.get_view_node() is not None and v.get_view_node().GetSingletonTag() == "Red"]
+        return (red or views or [None])[0]
 
     def _after_edit(self) -> None:
         with self.state:
@@ -251,6 +206,13 @@ class SamWebApp(TrameApp):
             return
         self._guard(self._go_to_slice, int(slice_index))
 
+    def _on_layout(self, layout=None, **_) -> None:
+        if layout in LAYOUTS:
+            self.layout_manager.set_layout(layout)
+            if self.volume_node is not None:
+                self.slicer.display_manager.show_volume(self.volume_node, do_reset_views=True)
+            self._publish_view_geometry()
+
     def _go_to_slice(self, index: int) -> None:
         node = self._slice_view().get_view_node()
         volume = self.session.snapshot().volume
@@ -272,10 +234,14 @@ class SamWebApp(TrameApp):
         with self.state:
             self.state.tool_active = self.effect.is_active
 
-    def _on_box(self, ras_a, ras_b, slice_node) -> None:
+    def _on_prompt(self, action, slice_node) -> None:
+        """A click (include / exclude point) or a dragged box in a slice view (effect.py, gestures.py)."""
         def run():
             where = view_slice(slice_node, self.session.snapshot().volume, self.volume_node.GetName())
-            self.session.set_box(ras_a, ras_b, where)
+            if action.kind == BOX:
+                self.session.set_box(action.ras[0], action.ras[1], where)
+            else:
+                self.session.add_point(action.ras[0], action.include, where)
             with self.state:
                 self.state.slice_index = where.index
         self._guard(run)
@@ -293,6 +259,11 @@ class SamWebApp(TrameApp):
         self._guard(self.session.apply, self.target)
         self._sync()
         self._after_edit()
+
+    def stop(self) -> None:
+        """Stop the running job (a propagation keeps the preview it had)."""
+        self.session.cancel_running()
+        self._sync()
 
     def cancel(self) -> None:
         self.session.cancel()
