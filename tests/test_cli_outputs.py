@@ -192,3 +192,19 @@ def test_evaluate_refuses_an_output_folder_it_cannot_use_before_the_model_loads(
     one_clear_error(r, "--out")
     assert "Errno" not in r.stderr
     assert {p.name: digest(p) for p in dataset.rglob("*") if p.is_file()} == before
+
+
+# ---------------------------------------------------------------------------------------------- defect 2: damaged input
+@pytest.mark.parametrize("which", ["image", "reference"])
+def test_a_truncated_nii_gz_is_refused_before_the_model_loads(shared_data, tmp_path, which):
+    src = shared_data / "volumes" / "ct-abdomen"
+    image, label = tmp_path / "image.nii.gz", tmp_path / "label.nii.gz"
+    shutil.copy(src / "image.nii.gz", image)
+    shutil.copy(src / "label.nii.gz", label)
+    damaged = image if which == "image" else label
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:len(data) // 2])  # the repro: the first half of the file
+    r = samed("segment", image, "--slice", "15", "--box", "30,30,80,80", "--out", tmp_path / "o.nrrd",
+              "--reference", label, "--reference-label", "1", "--model", "sam_vit_b")
+    one_clear_error(r, "truncated", damaged.name)
+    assert not (tmp_path / "o.nrrd").exists()
