@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Dict, FrozenSet, Optional, Sequence
 
 import numpy as np
@@ -49,6 +50,9 @@ class HttpBackend(Backend):
         self._service_info = self._connect()
         self._kinds = frozenset(self._service_info["models"][model]["prompt_kinds"])
         self.max_body_bytes = int(self._service_info.get("limits", {}).get("max_body_bytes") or 0) or None
+        self._prefetching: "OrderedDict[str, Future]" = OrderedDict()  # encodes ahead (prefetch), by content key
+        self._prefetch_lock = threading.Lock()
+        self._prefetcher: Optional[ThreadPoolExecutor] = None
 
     # ---- connection ------------------------------------------------------------------------------------------
     def _connect(self) -> Dict[str, object]:
@@ -95,6 +99,11 @@ class HttpBackend(Backend):
         return self._t.bytes_received
 
     def close(self) -> None:
+        with self._prefetch_lock:
+            executor, self._prefetcher = self._prefetcher, None
+        self.cancel_prefetch()
+        if executor is not None:
+            executor.shutdown(wait=True)
         self._t.close()
 
     # ---- encode ----------------------------------------------------------------------------------------------
@@ -130,6 +139,16 @@ class HttpBackend(Backend):
     def encode(self, image_rgb: np.ndarray) -> EmbeddingHandle:
         image = check_image(image_rgb)
         key = image_key(self.model, image)
+        with self._prefetch_lock:
+            ahead = self._prefetching.pop(key, None)
+        if ahead is not None and not ahead.cancel():
+            try:
+                ahead.result()  # being encoded ahead right now: wait for it rather than upload twice
+            except BackendError:
+                pass  # the encode ahead failed: encode here, where the error reaches the caller
+        return self._encode(image, key)
+
+    def _encode(self, image: np.ndarray, key: str) -> EmbeddingHandle:
         if not self.is_cached(key):
             self._upload(image, key)
         with self._recent_lock:
@@ -138,6 +157,56 @@ class HttpBackend(Backend):
             while len(self._recent) > self._keep:
                 self._recent.popitem(last=False)
         return EmbeddingHandle(key, self.model, tuple(image.shape[:2]))
+
+    # ---- encoding ahead --------------------------------------------------------------------------------------
+    PREFETCH_PENDING = 4  # encodes ahead kept waiting; older ones are dropped (the user moved on)
+    STOP_SETTLE_S = 0.15  # stopped_on: the user stays this long on a slice before it is sent (not while scrolling)
+    _stopped_at = 0.0
+
+    def stopped_on(self, image_rgb: np.ndarray) -> None:
+        """The user stopped on this slice: drop encodes ahead not sent yet, have the service encode this one once the
+        user has stayed ``STOP_SETTLE_S`` on it. Returns at once."""
+        self._stopped_at = time.monotonic()
+        super().stopped_on(image_rgb)
+
+    def prefetch(self, images_rgb) -> None:
+        """Have the service encode these slices ahead, from a background thread (a connection of its own, so a
+        decode meanwhile is not queued behind an upload); at most ``PREFETCH_PENDING`` wait, older ones are
+        dropped. Returns at once; failures surface at the next :meth:`encode` of that slice."""
+        for image in images_rgb:
+            image = check_image(image)
+            key = image_key(self.model, image)
+            with self._prefetch_lock:
+                if key in self._prefetching:
+                    continue
+                if self._prefetcher is None:
+                    self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samed-http-prefetch")
+                self._prefetching[key] = self._prefetcher.submit(self._prefetch_one, key, np.array(image, copy=True))
+                while len(self._prefetching) > self.PREFETCH_PENDING:
+                    _, old = self._prefetching.popitem(last=False)
+                    old.cancel()
+
+    def _prefetch_one(self, key: str, image: np.ndarray) -> None:
+        try:
+            while True:  # wait until the user has settled on the slice; give up if it was dropped meanwhile
+                with self._prefetch_lock:
+                    if key not in self._prefetching:
+                        return
+                wait = self.STOP_SETTLE_S - (time.monotonic() - self._stopped_at)
+                if wait <= 0:
+                    break
+                time.sleep(min(wait, 0.02))  # short: encode() may take this request over and wait for it to notice
+            self._encode(image, key)
+        finally:
+            with self._prefetch_lock:
+                self._prefetching.pop(key, None)
+
+    def cancel_prefetch(self) -> None:
+        """Drop the encodes ahead not sent yet (one being encoded by the service runs to its end)."""
+        with self._prefetch_lock:
+            pending, self._prefetching = self._prefetching, OrderedDict()
+        for fut in pending.values():
+            fut.cancel()
 
     # ---- decode ----------------------------------------------------------------------------------------------
     def decode(self, handle: EmbeddingHandle, prompt: Prompt, multimask: Optional[bool] = None,

@@ -92,5 +92,15 @@ class Backend(ABC):
     def prefetch(self, images_rgb) -> None:
         """Hint: these slices will be asked for soon (a backend may encode them ahead). Default: nothing."""
 
+    def cancel_prefetch(self) -> None:
+        """Drop the encodes asked for ahead that have not started (the user has moved on). Default: nothing."""
+
+    def stopped_on(self, image_rgb: np.ndarray) -> None:
+        """The user stopped on this slice (slice change settled, view resized, effect activated): drop encodes
+        ahead of other slices and encode this one in the background, so that the box or click that follows needs
+        only a decode. Returns at once."""
+        self.cancel_prefetch()
+        self.prefetch([image_rgb])
+
     def close(self) -> None:
         """Release resources."""

@@ -4,13 +4,18 @@ The cache is keyed by the slice's content (see ``core.backend.image_key``), so c
 never re-encodes it, and it is bounded by a memory budget (least recently used entries leave first).
 :meth:`LocalBackend.prefetch` encodes slices ahead in a background thread (e.g. the neighbours of the slice the
 user looks at); a slice asked for while it is being encoded ahead waits for that encode instead of repeating it.
+:meth:`LocalBackend.stopped_on` is what a front end calls when the user stops on a slice (pre-encoding: the next
+box or click needs only a decode); encodes ahead for slices scrolled past are dropped (:meth:`cancel_prefetch`),
+and on a CPU an encode ahead waits while encodes somebody waits for run (a propagation is never slowed by them).
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Dict, FrozenSet, Optional
+from typing import Dict, FrozenSet, Optional, Sequence
 
 import numpy as np
 
@@ -71,6 +76,10 @@ class LocalBackend(Backend):
     """
 
     PREFETCH_PENDING = 4  # pending encode-ahead requests kept; older ones are dropped (the user moved on)
+    PREFETCH_YIELD_S = 0.3  # an encode ahead starts only this long after the last encode or decode asked for
+    # (a propagation alternates them without pause: encodes ahead wait until the walk has ended)
+    STOP_SETTLE_S = 0.15  # stopped_on: the user must stay this long on a slice before its encode starts (while
+    # scrolling, slices go by every ~0.1 s: an encode started for each would hold up the one the user stops on)
 
     def __init__(self, engine: SamEngine, cache_bytes: int = 512 << 20,
                  prefetch_in_propagation: Optional[bool] = None):
@@ -87,6 +96,10 @@ class LocalBackend(Backend):
         self._pending: "OrderedDict[str, Future]" = OrderedDict()
         self._pending_lock = threading.Lock()
         self._executor: Optional[ThreadPoolExecutor] = None
+        self._foreground = 0  # encodes asked for (not ahead) running or waiting now
+        self._foreground_end = 0.0  # time.monotonic() when the last one ended
+        self.prefetch_runs = 0  # encodes done ahead (for tests and benchmarks)
+        self._stopped_at = 0.0  # time.monotonic() of the last stopped_on()
 
     @classmethod
     def create(cls, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
@@ -103,11 +116,30 @@ class LocalBackend(Backend):
     def prompt_kinds(self) -> FrozenSet[str]:
         return self.engine.prompt_kinds
 
-    def _encode_into_cache(self, key: str, image_rgb: np.ndarray) -> None:
+    def _encode_into_cache(self, key: str, image_rgb: np.ndarray, ahead: bool = False) -> None:
         with self._lock:
             if key not in self.cache:
                 self.cache.put(key, self.engine.encode(image_rgb))
                 self.encoder_runs += 1
+                self.prefetch_runs += int(ahead)
+
+    def _encode_now(self, key: str, image_rgb: np.ndarray) -> None:
+        """An encode somebody waits for: encodes ahead hold back while these run (and shortly after)."""
+        with self._in_foreground():
+            self._encode_into_cache(key, image_rgb)
+
+    @contextmanager
+    def _in_foreground(self):
+        """Encodes and decodes somebody waits for: an encode ahead starts only ``PREFETCH_YIELD_S`` after the last
+        of them ended (a propagation alternates them without pause, so it is never slowed)."""
+        with self._pending_lock:
+            self._foreground += 1
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                self._foreground -= 1
+                self._foreground_end = time.monotonic()
 
     def encode(self, image_rgb: np.ndarray) -> EmbeddingHandle:
         image_rgb = check_image(image_rgb)
@@ -121,7 +153,7 @@ class LocalBackend(Backend):
                 except (RuntimeError, ValueError, OSError):
                     pass  # the encode ahead failed: encode here, where the error reaches the caller
             if key not in self.cache:
-                self._encode_into_cache(key, image_rgb)
+                self._encode_now(key, image_rgb)
         return EmbeddingHandle(key, self.model, tuple(image_rgb.shape[:2]))
 
     def encode_many(self, images_rgb, batch_size: int = 4):
@@ -156,9 +188,37 @@ class LocalBackend(Backend):
                     _, old = self._pending.popitem(last=False)
                     old.cancel()
 
+    def cancel_prefetch(self, keep: Sequence[str] = ()) -> None:
+        """Drop the encodes ahead not started yet (one that has started runs to its end: an encoder pass cannot be
+        interrupted), except those of the content keys in ``keep``."""
+        with self._pending_lock:
+            for key in [k for k in self._pending if k not in keep]:
+                self._pending.pop(key).cancel()
+
+    def stopped_on(self, image_rgb: np.ndarray) -> None:
+        """The user stopped on this slice: drop encodes ahead of other slices, encode this one in the background
+        (unless cached or already on its way). Returns at once."""
+        image_rgb = check_image(image_rgb)
+        self._stopped_at = time.monotonic()
+        self.cancel_prefetch(keep=(image_key(self.model, image_rgb),))
+        self.prefetch([image_rgb])
+
     def _prefetch_one(self, key: str, image_rgb: np.ndarray) -> None:
+        # never slow an encode somebody waits for (a propagation's next slice, a click); where propagation itself
+        # encodes ahead (a GPU: wants_prefetch), encodes ahead are part of its walk and do not hold back
+        yield_s = 0.0 if self.wants_prefetch else self.PREFETCH_YIELD_S
         try:
-            self._encode_into_cache(key, image_rgb)
+            while True:
+                with self._pending_lock:
+                    if key not in self._pending:
+                        return  # cancelled, or encode() took it over
+                    now = time.monotonic()
+                    idle, settled = now - self._foreground_end, now - self._stopped_at
+                    if yield_s == 0.0 or (self._foreground == 0 and idle >= yield_s
+                                          and settled >= self.STOP_SETTLE_S):
+                        break
+                time.sleep(0.02)  # short: encode() may take this request over and wait for it to notice
+            self._encode_into_cache(key, image_rgb, ahead=True)
         finally:
             with self._pending_lock:
                 self._pending.pop(key, None)
@@ -171,7 +231,7 @@ class LocalBackend(Backend):
 
     def decode(self, handle: EmbeddingHandle, prompt: Prompt, multimask: Optional[bool] = None) -> Prediction:
         emb = self.embedding(handle)
-        with self._decode_lock:
+        with self._in_foreground(), self._decode_lock:
             return self.engine.decode(emb, prompt, multimask)
 
     def close(self) -> None:
