@@ -103,21 +103,23 @@ def view_image(page) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(page.locator("#views img").screenshot())).convert("RGB")).astype(int)
 
 
-def wait_for_frame(page, before: np.ndarray, region, changed: bool, timeout_s: float = 60.0) -> np.ndarray:
+def wait_for_frame(page, before: np.ndarray, region, changed: bool, what: str,
+                   timeout_s: float = 120.0) -> np.ndarray:
     """Wait until the view's image inside ``region`` (y0, y1, x0, x1 in image pixels) differs from ``before``
     (``changed``) or matches it again (not ``changed``); the image."""
     y0, y1, x0, x1 = region
     deadline = time.monotonic() + timeout_s
+    fraction = None
     while True:
         now = view_image(page)
-        if now.shape == before.shape:
-            diff = np.abs(now[y0:y1, x0:x1] - before[y0:y1, x0:x1]).max(axis=-1)
-            fraction = float(np.mean(diff > 12))
-            if (fraction > 0.2) if changed else (fraction < 0.01):
-                return now
+        assert now.shape == before.shape, f"{what}: the view changed size ({before.shape} -> {now.shape})"
+        diff = np.abs(now[y0:y1, x0:x1] - before[y0:y1, x0:x1]).max(axis=-1)
+        fraction = float(np.mean(diff > 12))
+        if (fraction > 0.2) if changed else (fraction < 0.01):
+            return now
         if time.monotonic() > deadline:
-            raise AssertionError(f"the view did not {'change' if changed else 'return'} inside the box within "
-                                 f"{timeout_s:.0f} s (changed pixels: {fraction:.3f})")
+            raise AssertionError(f"{what}: the view did not {'change' if changed else 'return'} inside the box "
+                                 f"within {timeout_s:.0f} s (changed pixels: {fraction:.3f})")
         page.wait_for_timeout(100)
 
 
@@ -212,8 +214,7 @@ def test_segment_anything_in_the_browser(web_app, browser_page, ctchest, tmp_pat
     xs = sorted(c - img["x"] for c in (corner_a[0], corner_b[0]))
     ys = sorted(c - img["y"] for c in (corner_a[1], corner_b[1]))
     inside = (int(ys[0]) + 3, int(ys[1]) - 3, int(xs[0]) + 3, int(xs[1]) - 3)  # image pixels inside the box
-    wait_for_frame(page, np.zeros_like(view_image(page)), inside, changed=True)  # the CT is shown
-    before = view_image(page)
+    wait_for_frame(page, np.zeros_like(view_image(page)), inside, changed=True, what="open")  # the CT is shown
 
     def drag_box():
         page.mouse.move(*corner_a)
@@ -225,11 +226,13 @@ def test_segment_anything_in_the_browser(web_app, browser_page, ctchest, tmp_pat
     page.mouse.click(*on_page(80, 67))
     wait_state(page, "s.get('status').includes('does not take point prompts')", 60_000)
     assert not state(page, "has_preview")
+    assert page.locator("#views img").bounding_box() == img, "the page layout moved the view"
+    before = settled_image(page)
 
     # 1. the box -> the preview: pixels inside the box change, hardly any outside it
     drag_box()
     wait_state(page, "s.get('has_preview') && !s.get('busy')")
-    preview = wait_for_frame(page, before, inside, changed=True, timeout_s=120)
+    preview = wait_for_frame(page, before, inside, changed=True, what="preview")
     outside = np.ones(before.shape[:2], bool)
     outside[int(ys[0]) - 2:int(ys[1]) + 3, int(xs[0]) - 2:int(xs[1]) + 3] = False
     changed_outside = np.abs(preview - before).max(axis=-1)[outside] > 12
@@ -244,14 +247,14 @@ def test_segment_anything_in_the_browser(web_app, browser_page, ctchest, tmp_pat
     page.click("#apply")
     wait_state(page, "!s.get('has_preview') && s.get('can_undo')")
     assert state(page, "status").startswith("applied"), state(page, "status")
-    wait_for_frame(page, before, inside, changed=True)
+    wait_for_frame(page, before, inside, changed=True, what="Apply")
     applied = settled_image(page)
     page.click("#undo")
     wait_state(page, "s.get('can_redo') && !s.get('can_undo')")
-    wait_for_frame(page, before, inside, changed=False)
+    wait_for_frame(page, before, inside, changed=False, what="Undo")
     page.click("#redo")
     wait_state(page, "s.get('can_undo') && !s.get('can_redo')")
-    wait_for_frame(page, before, inside, changed=True)
+    wait_for_frame(page, before, inside, changed=True, what="Redo")
     y0, y1, x0, x1 = inside
     redone = settled_image(page)
     assert redone.shape == applied.shape, "the view changed size"
@@ -272,6 +275,11 @@ def test_segment_anything_in_the_browser(web_app, browser_page, ctchest, tmp_pat
     saved = Path(state(page, "saved"))
     assert saved == out_dir / "CTChest4.seg.nrrd" and saved.is_file()
     assert not [p for p in out_dir.iterdir() if p.name.startswith(".samed-web-")], "a temporary file was left"
+    with page.expect_download(timeout=60_000) as download:  # the same file, to the browser
+        page.click("#download")
+    assert download.value.suggested_filename == "CTChest4.seg.nrrd"
+    download.value.save_as(tmp_path / "downloaded.seg.nrrd")
+    assert (tmp_path / "downloaded.seg.nrrd").read_bytes() == saved.read_bytes()
     page.click("#compare")  # against the reference 'right lung' (preselected); the demo prints 3D Dice 0.86
     wait_state(page, "s.get('evaluation').includes('Dice')", 120_000)
     dice = float(re.search(r"Dice ([0-9.]+)", state(page, "evaluation")).group(1))

@@ -81,6 +81,7 @@ class SamWebApp(TrameApp):
         s.slice_index = 0
         s.slice_count = 1
         s.saved = ""
+        s.download_name = "segmentation.seg.nrrd"
         s.references = reference_choices(self.data)
         s.reference = next((r for r in s.references if r.endswith(": right lung")), s.references[0] if s.references
                            else None)
@@ -285,9 +286,17 @@ class SamWebApp(TrameApp):
             write_segmentation(self.segmentation_node, out)
             with self.state:
                 self.state.saved = str(out)
+                self.state.download_name = out.name
                 self.state.status = f"saved {out.name}"
             return out
         return self._guard(run)
+
+    def download(self):
+        """Save, then send the file to the browser (trame's utils.download calls this trigger)."""
+        out = self.save()
+        if out is None:
+            return None
+        return self.server.protocol.addAttachment(Path(out).read_bytes())
 
     def compare(self) -> None:
         """Dice, IoU, NSD and HD95 of the segment against the chosen reference segment (the Slicer module's

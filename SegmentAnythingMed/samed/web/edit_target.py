@@ -95,7 +95,7 @@ class TrameEditTarget:
         modifier = self._modifier()
         codes = {"add": vtkSlicerSegmentEditorLogic.ModificationModeAdd,
                  "remove": vtkSlicerSegmentEditorLogic.ModificationModeRemove}
-        # the call SegmentModifier._modify_active_segment_by_labelmap makes (trame_slicer/segmentation/segment_modifier.py)
+        # the call of SegmentModifier._modify_active_segment_by_labelmap (trame_slicer/segmentation/segment_modifier.py)
         modifier.logic.ModifySegmentByLabelmap(modifier.segmentation.segmentation_node, modifier.active_segment_id,
                                                labelmap, codes[mode], [0, -1, 0, -1, 0, -1], True, False)
         self._record_step()

@@ -7,6 +7,8 @@ from trame_vuetify.ui.vuetify3 import SinglePageLayout
 
 from .uploads import UPLOAD_SUFFIXES
 
+# text rows that never wrap: the view below keeps its place and size whatever the status says
+ONE_LINE = "white-space: nowrap; overflow: hidden; text-overflow: ellipsis; min-width: 0;"
 LAYOUTS = ("Axial Only", "Quad View", "Axial Primary")  # trame-slicer's LayoutManager.default_grid_configuration()
 
 
@@ -36,9 +38,12 @@ def build_ui(app) -> None:
             v3.VBtn(icon="mdi-redo", click=app.redo, id="redo", disabled=("!can_redo",))
             v3.VBtn("Save", click=app.save, id="save", classes="mx-1", disabled=("!opened",),
                     prepend_icon="mdi-content-save")
+            download = app.server.controller.trigger_name(app.download)
+            v3.VBtn(icon="mdi-download", id="download", disabled=("!opened",),
+                    click=f"utils.download(download_name, trigger('{download}'), 'application/octet-stream')")
         with layout.content:
             with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
-                with html.Div(classes="d-flex align-center px-4", style="gap: 16px; flex: 0 0 auto;"):
+                with html.Div(classes="d-flex align-center px-4", style="gap: 16px; flex: 0 0 auto; height: 56px;"):
                     v3.VSlider(v_model=("slice_index",), min=0, max=("slice_count - 1",), step=1,
                                label="Slice", hide_details=True, disabled=("!opened",), style="max-width: 400px;")
                     v3.VTextField(v_model_number=("slice_index",), type="number", density="compact",
@@ -46,9 +51,10 @@ def build_ui(app) -> None:
                                   disabled=("!opened",))
                     v3.VSelect(v_model=("layout",), items=(list(LAYOUTS),), label="Views", density="compact",
                                hide_details=True, style="max-width: 170px;", id="layout-select")
-                    html.Span("{{ status }}", id="status")
+                    html.Span("{{ status }}", id="status", title=("status",),
+                              style=ONE_LINE + " flex: 1 1 auto;")
                     html.Span("{{ progress }}", id="progress")
-                with html.Div(classes="px-4", style="flex: 0 0 auto; font-size: 0.85em;"):
+                with html.Div(classes="px-4", style="flex: 0 0 auto; font-size: 0.85em; " + ONE_LINE):
                     html.Span("Box: {{ box || 'none' }}", id="box")
                     html.Span(" | Saved: {{ saved || 'not yet' }}", id="saved")
                 with html.Div(classes="d-flex align-center px-4", style="gap: 12px; flex: 0 0 auto;",
@@ -57,7 +63,7 @@ def build_ui(app) -> None:
                                density="compact", hide_details=True, style="max-width: 420px;",
                                id="reference-select")
                     v3.VBtn("Compare", click=app.compare, id="compare", disabled=("!opened",), size="small")
-                    html.Span("{{ evaluation }}", id="evaluation")
+                    html.Span("{{ evaluation }}", id="evaluation", style=ONE_LINE)
                 with html.Div(style="flex: 1 1 auto; position: relative;", id="views"):
                     app.layout_manager.initialize_layout_grid(layout)
 
