@@ -11,8 +11,9 @@
    only with onnxruntime's CUDA provider; otherwise torch keeps the GPU);
 3. ``torch``.
 
-Each step down is logged with its reason, and the engine chosen carries it as ``fallback_reason`` (shown by its
-``info()``, hence by ``samed serve``'s ``/v1/info`` and the benchmark). ``SAMED_ENGINE`` sets the default where no engine is given.
+Each step down is logged with its reason (a refused accuracy check as a warning), and the engine chosen carries
+it as ``fallback_reason`` (in its ``info()`` and the benchmark's label). ``SAMED_ENGINE`` sets the default where
+no engine is given.
 """
 from __future__ import annotations
 
