@@ -191,6 +191,18 @@ class SegmentEditorWidget:
                                                                view_widget):
                     caller.GetCommand(tags[0]).SetAbortFlag(1)  # callbackCommand->SetAbortFlag(1)
             tags.append(interactor.AddObserver(getattr(vtk.vtkCommand, name), callback, 1.0))
+        # "Slice node observation" (setupViewObservations, v5.2.2 and v5.10.0): the slice node's ModifiedEvent goes to
+        # the active effect's processViewNodeEvents (qSlicerSegmentEditorScriptedEffect::processViewNodeEvents; a
+        # Python effect without the method gets the base class's, which does nothing)
+        slice_node = view_widget.sliceLogic().GetSliceNode()
+
+        def view_node_callback(caller, event_name):
+            if self.active is None:
+                return
+            method = getattr(self.active.self(), "processViewNodeEvents", None)
+            if method is not None:
+                method(caller, vtk.vtkCommand.ModifiedEvent, view_widget)
+        slice_node.AddObserver(vtk.vtkCommand.ModifiedEvent, view_node_callback, 1.0)
         self.views.append(view_widget)
 
     def destroy(self):

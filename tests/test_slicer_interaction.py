@@ -150,3 +150,41 @@ def test_shift_left_drag_stays_slicers_pan_while_the_effect_is_active(scene):
     assert [view.node.GetXYToRAS().GetElement(r, 3) for r in range(3)] != origin, "Slicer did not pan"
     assert h.effect.session.slice_prompt is None and not h.effect.session.busy
     assert view.intersection_widget().GetWidgetState() == IDLE
+
+
+class StopRecordingBackend(ThresholdBackend):
+    """The stand-in model, recording the slices it is asked to encode ahead (Backend.stopped_on)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stops = []
+
+    def stopped_on(self, image_rgb):
+        self.stops.append(np.array(image_rgb))
+
+
+def test_scrolling_with_the_wheel_has_the_slice_encoded_ahead_once(scene, provider):
+    """Issue 16, interactive latency: the slice the user scrolls to is handed to the backend to encode ahead (the
+    Segment Editor passes slice node changes to processViewNodeEvents), once per slice, only after the model is
+    loaded and the volume prompted (nothing loads or scans the volume on the GUI thread)."""
+    h, view = scene, scene.view
+    backend = StopRecordingBackend(("point", "box"), "sam_vit_b")
+    provider.use(backend)
+    view.event("MouseWheelForwardEvent", h.xy(20, 15))  # no prompt yet on this volume: nothing to encode ahead
+    assert backend.stops == []
+    drag(view, "Left", h.xy(5, 3), h.xy(36, 28))
+    finish(h)
+    session = h.effect.session
+    index = session.view_of(view.node).index
+    for _ in range(2):  # Slicer's wheel: one slice per step, through vtkMRMLSliceIntersectionWidget
+        view.event("MouseWheelForwardEvent", h.xy(20, 15))
+    now = session.view_of(view.node).index
+    assert now != index
+    assert len(backend.stops) >= 2 and np.array_equal(backend.stops[-1], session.sessions.peek(
+        session.snapshot(), 0, session.intensity(), backend).picture(now))
+    count = len(backend.stops)
+    view.node.Modified()  # the same slice again (a render, a pan): not sent twice
+    assert len(backend.stops) == count
+    h.editor.module_exit()
+    view.event("MouseWheelForwardEvent", h.xy(20, 15))
+    assert len(backend.stops) == count  # the effect is not active any more

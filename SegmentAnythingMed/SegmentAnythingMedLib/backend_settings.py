@@ -213,8 +213,12 @@ class BackendProvider:
             self._generation += 1
 
     def loaded(self) -> bool:
+        return self.current() is not None
+
+    def current(self) -> Optional[Backend]:
+        """The loaded backend, or None; never loads one (safe on the GUI thread)."""
         backend = self._backend
-        return backend is not None and _alive(backend)
+        return backend if backend is not None and _alive(backend) else None
 
     def get(self) -> Backend:
         """The backend (creating it may take seconds: call from the worker thread)."""

@@ -69,6 +69,12 @@ class VolumeSessions:
                 self._sessions.popitem(last=False)
         return session
 
+    def peek(self, snapshot: VolumeSnapshot, np_axis: int, intensity: IntensitySpec, backend) -> Optional[VolumeSession]:
+        """The session if one exists already (making one computes the intensity window over the whole volume:
+        not something to do on the GUI thread)."""
+        with self._lock:
+            return self._sessions.get((snapshot.key, np_axis, intensity.key(), id(backend)))
+
     def clear(self) -> None:
         with self._lock:
             self._sessions.clear()

@@ -311,6 +311,17 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # ---------------------------------------------------------------------------------------------- view events
 
+    def processViewNodeEvents(self, callerViewNode, eventId, viewWidget):
+        """A view's slice node changed (qMRMLSegmentEditorWidget::setupViewObservations observes each slice node's
+        ModifiedEvent): the user scrolled to, or stays on, a slice; have it encoded ahead (session.stopped_on)."""
+        session = self.session
+        if session is None or callerViewNode is None or not callerViewNode.IsA("vtkMRMLSliceNode"):
+            return
+        try:
+            session.stopped_on(callerViewNode)
+        except Exception:  # a hint only: never an error in the user's face for it
+            logging.debug("Segment Anything: encoding ahead failed", exc_info=True)
+
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
         if viewWidget.className() != "qMRMLSliceWidget":
             return False

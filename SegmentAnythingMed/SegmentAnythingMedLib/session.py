@@ -49,6 +49,7 @@ class EditSession:
         self.preview = preview
         self.options = options or SessionOptions()
         self.sessions = VolumeSessions()
+        self._last_stop = None  # the slice last handed to the backend to encode ahead
         self.volume_node = None
         self.segmentation_node = None
         self.segment_id = ""
@@ -99,6 +100,28 @@ class EditSession:
 
     def view_of(self, slice_node) -> ViewSlice:
         return view_slice(slice_node, self.snapshot().volume, self.volume_node.GetName())
+
+    def stopped_on(self, slice_node) -> bool:
+        """The user has come to (or stays on) the slice a view shows: let the backend encode it ahead, so the box or
+        click that follows needs only a decode (Backend.stopped_on: after a short dwell, never slowing a running
+        job, dropping slices scrolled past). Only when the model is loaded and this volume, direction and
+        intensity have been prompted before: nothing here may load a model or scan the volume on the GUI thread.
+        True if the slice was handed to the backend (once per slice: views modify their node often)."""
+        backend = self.provider.current()
+        if self.volume_node is None or backend is None:
+            return False
+        try:
+            view = self.view_of(slice_node)
+            snapshot = self.snapshot()
+            volume_session = self.sessions.peek(snapshot, view.np_axis, self.intensity(), backend)
+        except BridgeError:  # an oblique view, no display window yet...: nothing to encode ahead
+            return False
+        key = (snapshot.key, view.np_axis, view.index, id(volume_session))
+        if volume_session is None or key == self._last_stop:
+            return False
+        self._last_stop = key
+        backend.stopped_on(volume_session.picture(view.index))
+        return True
 
     @property
     def has_preview(self) -> bool:
