@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SegmentAnythingMed"))
 DATA = Path(os.environ.get("SAMED_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-from samed.client import HttpBackend  # noqa: E402
+from samed.client import HttpBackend, ServiceRequestError  # noqa: E402
 from samed.core import io  # noqa: E402
 from samed.core.backend import BackendError  # noqa: E402
 from samed.core.preprocess import compute_window, slice_to_rgb  # noqa: E402
@@ -48,7 +48,7 @@ from samed.core.propagation import PropagationSettings  # noqa: E402
 SEED = 14  # the tumour of mr-brain-tumor covers axial slices 11..17
 
 
-def start_service(cache_mb: float, engine: str, extra_env: dict):
+def start_service(cache_mb: float, engine: str, extra_env: dict, max_jobs: int):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -57,7 +57,7 @@ def start_service(cache_mb: float, engine: str, extra_env: dict):
     env.update(extra_env)
     env["PYTHONPATH"] = str(ROOT / "SegmentAnythingMed")
     cmd = [sys.executable, "-m", "samed.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--no-access-log", "--log-level", "warning", "--cache-mb", str(cache_mb)]
+           "--no-access-log", "--log-level", "warning", "--cache-mb", str(cache_mb), "--max-jobs", str(max_jobs)]
     if engine:
         cmd += ["--engine", engine]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -100,11 +100,16 @@ class Stats:
         self.lock = threading.Lock()
         self.latency = defaultdict(list)  # op -> seconds
         self.errors = defaultdict(int)
+        self.retries = defaultdict(int)  # 429 answers (back-pressure), retried after a pause
         self.first_errors = []
 
     def ok(self, op: str, seconds: float):
         with self.lock:
             self.latency[op].append(seconds)
+
+    def retry(self, op: str):
+        with self.lock:
+            self.retries[op] += 1
 
     def error(self, op: str, exc: BaseException):
         with self.lock:
@@ -155,7 +160,16 @@ def client_loop(index: int, url: str, pictures, label, stop_at: float, max_ops: 
                     handles[k] = (client.encode(picture), picture)
                 else:
                     op = "propagate"
-                    job = client.start_propagation(pictures, SEED, label[SEED], PropagationSettings(max_slices=2))
+                    for attempt in range(10):  # 429 (all job slots busy) is back-pressure: wait as told, retry
+                        try:
+                            job = client.start_propagation(pictures, SEED, label[SEED],
+                                                           PropagationSettings(max_slices=2))
+                            break
+                        except ServiceRequestError as exc:
+                            if exc.status != 429 or attempt == 9:
+                                raise
+                            stats.retry(op)
+                            time.sleep(2 + rng.random() * 3)
                     result = job.result(timeout=300)
                     job.delete()
                     if SEED not in result.masks or len(result.indices) < 2:
@@ -181,6 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--cache-mb", type=float, default=64)
     ap.add_argument("--engine", default="", help="samed serve --engine (default: the service's default)")
+    ap.add_argument("--max-jobs", type=int, default=0, help="samed serve --max-jobs (default: max(8, clients))")
     ap.add_argument("--warmup-fraction", type=float, default=0.25)
     ap.add_argument("--sample-s", type=float, default=2.0)
     ap.add_argument("--max-ops", type=int, default=100000, help="operations per client at most")
@@ -189,7 +204,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     pictures, label = load_slices()
-    proc, url, log_name = start_service(args.cache_mb, args.engine, {})
+    proc, url, log_name = start_service(args.cache_mb, args.engine, {}, args.max_jobs or max(8, args.clients))
     pid = proc.pid
     samples = []  # (seconds since start, RSS MB)
     stats = Stats()
@@ -252,6 +267,7 @@ def main(argv=None) -> int:
     report = {
         "clients": args.clients, "seconds": round(elapsed, 1), "cache_mb": args.cache_mb,
         "operations": ops, "errors": dict(stats.errors), "first_errors": stats.first_errors,
+        "retried_429": dict(stats.retries),
         "throughput_ops_per_s": round(len(all_lat) / elapsed, 2),
         "latency_ms": {op: {"p50": round(1000 * percentile(v, 50), 1), "p95": round(1000 * percentile(v, 95), 1),
                             "p99": round(1000 * percentile(v, 99), 1)} for op, v in sorted(stats.latency.items())},

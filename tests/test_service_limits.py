@@ -244,3 +244,22 @@ def test_info_states_the_limits(limited):
     client.close()
     assert limits["max_upload_memory_bytes"] == UPLOAD_MEMORY_MB << 20
     assert limits["header_timeout_s"] == HEADER_TIMEOUT_S and limits["body_timeout_s"] == BODY_TIMEOUT_S
+
+
+def test_a_jobs_slab_and_result_count_against_the_budget_until_it_is_deleted(limited):
+    from samed.core.propagation import PropagationSettings
+
+    client = HttpBackend(limited.url)
+    rng = np.random.default_rng(9)
+    pictures = rng.integers(0, 255, (5, 96, 96, 3), dtype=np.uint8)
+    seed = np.zeros((96, 96), bool)
+    seed[30:60, 30:60] = True
+    job = client.start_propagation(pictures, 2, seed, PropagationSettings(max_slices=1))
+    result = job.result(timeout=120)
+    info = client.info()
+    kept = sum(m.nbytes for m in result.masks.values())
+    assert info["jobs"]["memory_bytes"] == kept == info["uploads"]["used_bytes"], (info, kept)
+    job.delete()
+    info = client.info()
+    assert info["jobs"]["memory_bytes"] == 0 and info["uploads"]["used_bytes"] == 0, info
+    client.close()

@@ -291,11 +291,12 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
         directions = list(dict.fromkeys(meta.directions))
         pics = np.ascontiguousarray(pics)
         seed_mask = np.array(seed_mask, dtype=bool)
-        # the job keeps its slab until it ends: that part of the upload's reservation goes with it
+        # the job keeps its slab until it ends, then its result until it is forgotten: that part of the
+        # upload's reservation goes with it
         held = upload.reservation.split(pics.nbytes + seed_mask.nbytes)
         try:
             job = jobs.submit(backend, pics, first, n_slices, meta.seed_index, seed_mask, settings, directions,
-                              on_end=held.release)
+                              memory=held)
         except BaseException:
             held.release()
             raise

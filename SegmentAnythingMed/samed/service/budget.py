@@ -74,3 +74,11 @@ class Reservation:
             n = min(int(n), self.n)
             self.n -= n
         return Reservation(self.budget, n)
+
+    def shrink_to(self, n: int) -> None:
+        """Keep at most ``n`` bytes; the rest goes back to the budget."""
+        with self._lock:
+            extra = max(0, self.n - max(0, int(n)))
+            self.n -= extra
+        if extra:
+            self.budget.release(extra)

@@ -13,7 +13,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -54,10 +54,17 @@ class Job:
     finished: Optional[float] = None
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     slab_slices: int = 0
-    on_end: Optional[Callable[[], None]] = None  # called once the slab is dropped (the upload memory budget)
+    # the job's share of the upload memory budget (``budget.Reservation``): the slab while it runs, then the
+    # result's masks until the job is forgotten
+    memory: Optional[object] = None
 
     def __post_init__(self):
         self.slab_slices = 0 if self.pictures is None else len(self.pictures)
+
+    def forget(self) -> None:
+        """The job leaves the manager: its result's memory goes back to the budget."""
+        if self.memory is not None:
+            self.memory.release()
 
     def snapshot(self) -> Dict[str, object]:
         out = {"id": self.id, "model": self.model, "state": self.state, "done": self.done, "total": self.total,
@@ -87,13 +94,15 @@ class JobManager:
         for i, j in enumerate(finished):
             if now - (j.finished or now) > self.keep_seconds or i < len(finished) - self.max_kept:
                 del self._jobs[j.id]
+                j.forget()
 
     def stats(self) -> Dict[str, int]:
         with self._lock:
             self._purge()
             states = [j.state for j in self._jobs.values()]
+            held = sum(getattr(j.memory, "n", 0) for j in self._jobs.values())
         return {"active": sum(s in (QUEUED, RUNNING) for s in states), "kept": len(states),
-                "max_active": self.max_active}
+                "max_active": self.max_active, "memory_bytes": int(held)}
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -107,9 +116,9 @@ class JobManager:
     # ---- life of a job ---------------------------------------------------------------------------------------
     def submit(self, backend, pictures: np.ndarray, first_index: int, n_slices: int, seed_index: int,
                seed_mask: np.ndarray, settings: PropagationSettings, directions: Sequence[str],
-               on_end: Optional[Callable[[], None]] = None) -> Job:
+               memory: Optional[object] = None) -> Job:
         job = Job(uuid.uuid4().hex, backend.model, pictures, first_index, n_slices, seed_index, seed_mask,
-                  settings, tuple(directions), on_end=on_end)
+                  settings, tuple(directions), memory=memory)
         with self._lock:
             self._purge()
             active = sum(j.state in (QUEUED, RUNNING) for j in self._jobs.values())
@@ -140,10 +149,15 @@ class JobManager:
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
             job.pictures = None  # the slab can be large; the result is all that is needed now
-            if job.on_end is not None:
-                job.on_end()
+            if job.memory is not None:
+                kept = sum(m.nbytes for m in job.result.masks.values()) if job.result is not None else 0
+                job.memory.shrink_to(kept)
             job.finished = time.time()
             job.state = state  # last: a client that sees a finished state finds everything else in place
+            with self._lock:
+                deleted = job.id not in self._jobs
+            if deleted:  # deleted while running: nobody will fetch the result (forget() is idempotent)
+                job.forget()
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
@@ -155,6 +169,8 @@ class JobManager:
         job = self.cancel(job_id)
         with self._lock:
             self._jobs.pop(job.id, None)
+        if job.state in FINISHED:
+            job.forget()
         return job
 
     def shutdown(self) -> None:

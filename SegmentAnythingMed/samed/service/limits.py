@@ -27,6 +27,7 @@ from .budget import MemoryBudget
 from .wire import API_PREFIX
 
 DRAIN_BYTES = 64 << 20
+DRAIN_IDLE_S = 2.0  # a refused body that pauses this long is not drained further
 JSON_EXPANSION = 8  # bytes held per byte of a JSON body: text, parsed objects, a mask prompt's bits as bools
 UPLOAD_PATH = re.compile("^" + re.escape(API_PREFIX) + r"/models/[^/]+/(embeddings|propagations)$")
 _CLOSE = [(b"connection", b"close")]
@@ -141,14 +142,18 @@ class BodyLimit:
             return
         if length > limit:
             if not expects_continue and length <= limit + self.drain_bytes:
-                await _drain(timed, length)
+                # drain while the body keeps coming; a client that sends nothing gets the 413 after DRAIN_IDLE_S
+                await _drain(TimedReceive(receive, min(DRAIN_IDLE_S, self.body_timeout_s), self.body_deadline_s),
+                             length)
             await send_json(413, _message(limit, what), _CLOSE)
             return
         reservation = None
         if not upload and length != 0 and self.budget is not None:
             try:
-                reservation = await self.budget.acquire(JSON_EXPANSION * (length if length > 0 else limit),
-                                                        self.wait_s, f"a {what}")
+                # a chunked body of unknown length: a share of the budget (it is still counted against limit)
+                need = JSON_EXPANSION * length if length > 0 else min(JSON_EXPANSION * limit,
+                                                                        self.budget.max_bytes // 4)
+                reservation = await self.budget.acquire(need, self.wait_s, f"a {what}")
             except HTTPException as exc:
                 await send_json(exc.status_code, str(exc.detail), [(k.lower().encode(), v.encode())
                                                                    for k, v in (exc.headers or {}).items()])
