@@ -17,13 +17,6 @@ def build_ui(app) -> None:
         layout.title.set_text("Segment Anything")
         with layout.toolbar:
             v3.VSpacer()
-            v3.VSelect(v_model=("volume",), items=("volumes",), label="Volume", density="compact",
-                       hide_details=True, style="max-width: 320px;", id="volume-select")
-            v3.VBtn("Open", click=app.open_selected, id="open-volume", classes="mx-1")
-            v3.VFileInput(label="Upload", accept=",".join(UPLOAD_SUFFIXES), density="compact",
-                          hide_details=True, style="max-width: 160px;", id="upload", prepend_icon="mdi-upload",
-                          change=f"trigger('{app.server.controller.trigger_name(app.upload)}', "
-                                 f"[$event.target.files])")
             v3.VBtn("Segment Anything", click=app.activate_tool, id="tool-sam", classes="mx-1",
                     prepend_icon="mdi-selection-drag", disabled=("!opened",),
                     color=("tool_active ? 'primary' : undefined",))
@@ -43,7 +36,24 @@ def build_ui(app) -> None:
                     click=f"utils.download(download_name, trigger('{download}'), 'application/octet-stream')")
         with layout.content:
             with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
-                with html.Div(classes="d-flex align-center px-4", style="gap: 16px; flex: 0 0 auto; height: 56px;"):
+                with html.Div(classes="d-flex align-center px-4 pt-2", style="gap: 12px; flex: 0 0 auto;"):
+                    v3.VSelect(v_model=("volume",), items=("volumes",), label="Volume", density="compact",
+                               hide_details=True, style="min-width: 220px; max-width: 320px;", id="volume-select")
+                    v3.VBtn("Open", click=app.open_selected, id="open-volume", size="small")
+                    v3.VFileInput(label="Upload a volume", accept=",".join(UPLOAD_SUFFIXES), density="compact",
+                                  hide_details=True, style="min-width: 200px; max-width: 260px;", id="upload",
+                                  prepend_icon="mdi-upload",
+                                  change=f"trigger('{app.server.controller.trigger_name(app.upload)}', "
+                                         f"[$event.target.files])")
+                    v3.VSelect(v_model=("reference",), v_if=("references.length",), items=("references",),
+                               label="Reference segment", density="compact", hide_details=True,
+                               style="max-width: 420px;",
+                               id="reference-select")
+                    v3.VBtn("Compare", click=app.compare, id="compare", disabled=("!opened",), size="small",
+                            v_if=("references.length",))
+                    html.Span("{{ evaluation }}", id="evaluation", style=ONE_LINE)
+                with html.Div(classes="d-flex align-center px-4",
+                              style="gap: 16px; flex: 0 0 auto; height: 56px;"):
                     v3.VSlider(v_model=("slice_index",), min=0, max=("slice_count - 1",), step=1,
                                label="Slice", hide_details=True, disabled=("!opened",), style="max-width: 400px;")
                     v3.VTextField(v_model_number=("slice_index",), type="number", density="compact",
@@ -57,13 +67,6 @@ def build_ui(app) -> None:
                 with html.Div(classes="px-4", style="flex: 0 0 auto; font-size: 0.85em; " + ONE_LINE):
                     html.Span("Box: {{ box || 'none' }}", id="box")
                     html.Span(" | Saved: {{ saved || 'not yet' }}", id="saved")
-                with html.Div(classes="d-flex align-center px-4", style="gap: 12px; flex: 0 0 auto;",
-                              v_if=("references.length",)):
-                    v3.VSelect(v_model=("reference",), items=("references",), label="Reference segment",
-                               density="compact", hide_details=True, style="max-width: 420px;",
-                               id="reference-select")
-                    v3.VBtn("Compare", click=app.compare, id="compare", disabled=("!opened",), size="small")
-                    html.Span("{{ evaluation }}", id="evaluation", style=ONE_LINE)
                 with html.Div(style="flex: 1 1 auto; position: relative;", id="views"):
                     app.layout_manager.initialize_layout_grid(layout)
 
