@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from .. import __version__
 
-SUBCOMMANDS = ("segment", "evaluate", "serve")
+SUBCOMMANDS = ("segment", "evaluate", "serve", "web")
 
 
 class Terminated(KeyboardInterrupt):
