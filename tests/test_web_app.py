@@ -115,6 +115,20 @@ def test_compare_with_the_reference_segment(app):
     assert app.compare() is None and "not a segmentation file in the server's data folders" in app.state.status
 
 
+def test_the_slice_the_user_goes_to_is_encoded_ahead_once(app, monkeypatch):
+    """Issue 16, interactive latency, as in the Slicer effect: after the scenario above (model loaded, volume
+    prompted), the slice the main view moves to is handed to the backend to encode ahead, once."""
+    backend = app.session.provider.get()
+    calls = []
+    monkeypatch.setattr(backend, "stopped_on", lambda picture: calls.append(np.array(picture)))
+    app._go_to_slice(DEMO_SLICE + 2)
+    app._encode_ahead()
+    app._encode_ahead()  # the poll loop calls it every tick: the same slice is not sent again
+    session = app.session
+    picture = session.sessions.peek(session.snapshot(), 0, session.intensity(), backend).picture(DEMO_SLICE + 2)
+    assert len(calls) == 1 and np.array_equal(calls[0], picture)
+
+
 def test_upload_opens_a_checked_volume_and_refuses_a_damaged_one(app, ctchest):
     content = ctchest[0].read_bytes()
     app.upload([{"name": "bad.nrrd", "content": content[: len(content) // 3]}])

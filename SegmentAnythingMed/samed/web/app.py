@@ -347,8 +347,18 @@ class SamWebApp(TrameApp):
                     self._sync()
                 if ticks % 5 == 0:
                     self._publish_view_geometry()
+                self._encode_ahead()
             except Exception:  # keep polling: one failed update must not stop the app
                 logging.exception("samed web: polling failed")
+
+    def _encode_ahead(self) -> None:
+        """The slice each view shows now (after a scroll, a jump, a layout change) is handed to the backend to
+        encode ahead, as the Slicer effect does (EditSession.stopped_on: once per slice, only with a loaded model
+        and a prompted volume)."""
+        view = self._slice_view() if self.volume_node is not None else None
+        node = view.get_view_node() if view is not None else None
+        if node is not None:  # the main slice view only: alternating views would cancel each other's encodes
+            self.session.stopped_on(node)
 
     def close(self) -> None:
         self.uploads.close()
