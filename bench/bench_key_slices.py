@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from samed.backends import create_backend
 
     backend = create_backend("local", "litemedsam", None, None, None, engine=args.engine)
-    engine = backend.info()["models"]["litemedsam"].get("engine", "?")
+    engine = backend.info()["models"]["litemedsam"].get("engine") or args.engine or "?"
     rounds = args.rounds
     head = f"{'structure':26s} {'slices':>6s} {'oracle':>7s} " + " ".join(f"{f'{k} box':>7s}" for k in
                                                                           range(1, rounds + 1))
