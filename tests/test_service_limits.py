@@ -2,9 +2,9 @@
 process on 127.0.0.1 started with small limits so that each probe is cheap:
 
 * header and body timeouts: trickled headers, a stalled body, a declared body that never comes -> closed or
-  answered within the configured time (``SAMED_HEADER_TIMEOUT_S``, ``SAMED_BODY_TIMEOUT_S``);
+  answered within the configured time (``--header-timeout``, ``SAMED_BODY_TIMEOUT_S``);
 * memory: gzip bombs and uploads that declare a huge picture are refused after reading at most their head, and
-  all bodies in memory at once stay within ``SAMED_UPLOAD_MEMORY_MB``: the server's peak RSS (``VmHWM`` in
+  all bodies in memory at once stay within ``--upload-memory-mb``: the server's peak RSS (``VmHWM`` in
   /proc/<pid>/status) stays within its warm peak plus that budget.
 """
 from __future__ import annotations
@@ -45,9 +45,9 @@ def limited():
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "SAMED_TOKEN"}
-    env.update(SAMED_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S), SAMED_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
-               SAMED_UPLOAD_MEMORY_MB=str(UPLOAD_MEMORY_MB))
-    service = ServiceProcess("--max-body-mb", str(MAX_BODY_MB), "--log-level", "info", env=env)
+    env.update(SAMED_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S))  # one limit from the environment, the others as options
+    service = ServiceProcess("--max-body-mb", str(MAX_BODY_MB), "--header-timeout", str(HEADER_TIMEOUT_S),
+                             "--upload-memory-mb", str(UPLOAD_MEMORY_MB), "--log-level", "info", env=env)
     client = HttpBackend(service.url)  # warm up: one encode and decode, so the peak below is the working peak
     rng = np.random.default_rng(1)
     client.encode(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8))
@@ -263,3 +263,16 @@ def test_a_jobs_slab_and_result_count_against_the_budget_until_it_is_deleted(lim
     info = client.info()
     assert info["jobs"]["memory_bytes"] == 0 and info["uploads"]["used_bytes"] == 0, info
     client.close()
+
+
+def test_serve_options_set_the_limits_and_refuse_nonsense():
+    from samed.cli.main import build_parser
+    from samed.cli.serve import config_from_args
+
+    args = build_parser().parse_args(["serve", "--header-timeout", "3", "--body-deadline", "120",
+                                      "--upload-memory-mb", "64", "--max-connections", "10"])
+    config = config_from_args(args, None)
+    assert (config.header_timeout_s, config.body_deadline_s, config.max_upload_memory_bytes,
+            config.max_connections) == (3.0, 120.0, 64 << 20, 10)
+    with pytest.raises(ValueError, match="--body-timeout must be a positive number"):
+        config_from_args(build_parser().parse_args(["serve", "--body-timeout", "-1"]), None)

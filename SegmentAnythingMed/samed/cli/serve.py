@@ -27,6 +27,35 @@ class _CheckpointAction(argparse.Action):
         namespace.models = models
 
 
+# flag, ServiceConfig field, unit (config value per option value), help
+LIMIT_OPTIONS = (
+    ("--header-timeout", "header_timeout_s", 1.0, "seconds a request's head may take to arrive"),
+    ("--body-timeout", "body_timeout_s", 1.0, "longest pause in seconds while a request body arrives"),
+    ("--body-deadline", "body_deadline_s", 1.0, "seconds a whole request body may take"),
+    ("--upload-wait", "upload_wait_s", 1.0, "seconds an upload waits for memory before a 503"),
+    ("--upload-memory-mb", "max_upload_memory_bytes", 2.0 ** 20,
+     "MB for all request bodies held at once and running propagation jobs' slabs"),
+    ("--max-connections", "max_connections", 1.0, "open connections at once; more get 503"),
+)
+
+
+def config_from_args(args, token):
+    """The ServiceConfig that the options ask for (unset options keep the environment's or built-in values)."""
+    from ..service.config import ServiceConfig
+
+    overrides = {}
+    for flag, field_name, scale, _ in LIMIT_OPTIONS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is None:
+            continue
+        if not value > 0:
+            raise ValueError(f"{flag} must be a positive number, got {value:g}")
+        overrides[field_name] = int(value * scale) if field_name in ("max_upload_memory_bytes",
+                                                                      "max_connections") else float(value)
+    return ServiceConfig(token=token, max_body_bytes=int(args.max_body_mb * 2 ** 20), max_active_jobs=args.max_jobs,
+                         **overrides)
+
+
 def add_parser(sub) -> None:
     from ..engines.models import MODELS
     from ..service.config import ServiceConfig
@@ -58,6 +87,10 @@ def add_parser(sub) -> None:
                    help="largest request, as sent and after decompression (default %(default)g MB)")
     p.add_argument("--max-jobs", type=int, default=d.max_active_jobs,
                    help="propagation jobs queued or running at once (default %(default)s)")
+    g = p.add_argument_group("slow and large clients (defaults: $SAMED_* variables, else the values shown)")
+    for flag, field_name, scale, what in LIMIT_OPTIONS:
+        g.add_argument(flag, type=float, default=None, metavar="N",
+                       help=f"{what} (default {getattr(d, field_name) / scale:g})")
     p.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (with --ssl-keyfile)")
     p.add_argument("--ssl-keyfile")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -82,11 +115,10 @@ def run(args) -> int:
 
         raise BackendError(f"the model service needs FastAPI and uvicorn ({exc}): "
                            f"pip install 'segmentanythingmed[service]'") from exc
-    from ..service.config import ServiceConfig
     from ..service.server import run_service
 
     models = [tuple(m) for m in (args.models or [["litemedsam", None]])]
-    config = ServiceConfig(token=token, max_body_bytes=int(args.max_body_mb * 2 ** 20), max_active_jobs=args.max_jobs)
+    config = config_from_args(args, token)
     run_service(args.host, args.port, models, args.device, config, cache_bytes=int(args.cache_mb * 2 ** 20),
                 log_level=args.log_level, access_log=not args.no_access_log, ssl_certfile=args.ssl_certfile,
                 ssl_keyfile=args.ssl_keyfile, engine=args.engine)
