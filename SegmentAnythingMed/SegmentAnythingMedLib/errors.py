@@ -7,3 +7,14 @@ class BridgeError(ValueError):
 
 class ObliqueViewError(BridgeError):
     """The slice view is not aligned with the source volume's voxel grid."""
+
+
+# errors whose message says what to do (samed's PromptError, GeometryError... are ValueErrors)
+USER_ERRORS = (BridgeError, ValueError, TimeoutError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """The text a person sees for an error raised by a session call."""
+    if isinstance(exc, USER_ERRORS):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

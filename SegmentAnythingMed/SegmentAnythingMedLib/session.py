@@ -14,8 +14,7 @@ Rules
   was used and the range is "roi"), a set range, or the whole volume. Prompting a slice inside a propagated range
   and propagating again re-walks from that slice away from the first seed and merges (core's
   ``PropagationResult.merge``).
-- A model that does not take the prompt's kind (e.g. points for LiteMedSAM) is caught before any work, with the
-  model's message (which suggests a box).
+- A model that does not take the prompt's kind (e.g. points for LiteMedSAM) is caught before any work.
 """
 from __future__ import annotations
 
@@ -29,10 +28,10 @@ import numpy as np
 
 from samed.core.backend import UnsupportedPromptError, check_prompt_kinds
 from samed.core.preprocess import IntensityWindow
-from samed.core.prompts import Prompt, PromptError
+from samed.core.prompts import Prompt
 
 from .backend_settings import model_prompt_kinds
-from .errors import BridgeError
+from .errors import USER_ERRORS, BridgeError, describe_error  # noqa: F401 (the front ends import them here)
 from .jobs import (IntensitySpec, PromptRequest, PromptResult, PropagationOutcome, PropagationRequest,
                    VolumeSessions, VolumeSnapshot, masks_summary, run_prompt, run_propagation)
 from .markup_bridge import prompts_from_markup_nodes, ras_to_view_xy
@@ -102,17 +101,14 @@ class EditSession:
         return view_slice(slice_node, self.snapshot().volume, self.volume_node.GetName())
 
     def stopped_on(self, slice_node) -> bool:
-        """The user has come to (or stays on) the slice a view shows: let the backend encode it ahead, so the box or
-        click that follows needs only a decode (Backend.stopped_on: after a short dwell, never slowing a running
-        job, dropping slices scrolled past). Only when the model is loaded and this volume, direction and
-        intensity have been prompted before: nothing here may load a model or scan the volume on the GUI thread.
-        True if the slice was handed to the backend (once per slice: views modify their node often)."""
+        """The user is on the slice a view shows: the backend encodes it ahead (Backend.stopped_on), so the next box
+        needs only a decode. Only with a loaded model and an already prompted volume/direction/intensity (nothing
+        may load a model or scan the volume on the GUI thread); once per slice. True if handed over."""
         backend = self.provider.current()
         if self.volume_node is None or backend is None:
             return False
         try:
-            view = self.view_of(slice_node)
-            snapshot = self.snapshot()
+            view, snapshot = self.view_of(slice_node), self.snapshot()
             volume_session = self.sessions.peek(snapshot, view.np_axis, self.intensity(), backend)
         except BridgeError:  # an oblique view, no display window yet...: nothing to encode ahead
             return False
@@ -402,12 +398,3 @@ class EditSession:
         self.preview.remove()
         self._reset_results()
 
-
-USER_ERRORS = (BridgeError, PromptError, ValueError, TimeoutError)  # errors whose message says what to do
-
-
-def describe_error(exc: BaseException) -> str:
-    """The text a person sees for an error raised by a session call."""
-    if isinstance(exc, USER_ERRORS):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
