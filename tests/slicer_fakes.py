@@ -27,6 +27,7 @@ import slicer
 import slicer.util
 import vtk
 
+import slicer_fake_mrml_widgets
 import slicer_fake_qt
 from slicer_fake_effects import (AbstractEffectEnums, AbstractScriptedSegmentEditorEffect,  # noqa: F401 (re-exported)
                                  EffectFactory, FakeSliceWidget, LOADER, ScriptedEffectAdaptor, interactor)
@@ -230,5 +231,5 @@ def install():
     sys.modules["qSlicerSegmentationsEditorEffectsPythonQt"] = adaptors
     slicer.qSlicerSegmentEditorAbstractEffect = AbstractEffectEnums
     slicer.qSlicerSegmentEditorEffectFactory = EffectFactory
-    slicer.qMRMLNodeComboBox = slicer_fake_qt.qMRMLNodeComboBox
+    slicer.qMRMLNodeComboBox = slicer_fake_mrml_widgets.qMRMLNodeComboBox
     return qt
