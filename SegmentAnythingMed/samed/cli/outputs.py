@@ -35,14 +35,19 @@ def check_output(path, option: str, inputs: Iterable[Optional[str]], overwrite: 
         raise ValueError(f"{option} {path} cannot be written: {folder} is a file, not a folder")
     if folder != p.parent and not make_parents:
         raise ValueError(f"{option} {path} cannot be written: the folder {p.parent} does not exist")
-    try:  # the real test (permissions, read-only file systems, root on /sys): create a file there and remove it
+    _check_writable(folder, option, path)
+    return p
+
+
+def _check_writable(folder: Path, option: str, path) -> None:
+    """The real test (permissions, read-only file systems, root on /sys): create a file in ``folder``, remove it."""
+    try:
         fd, probe = tempfile.mkstemp(prefix=".samed-write-check.", dir=str(folder))
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
         raise ValueError(f"{option} {path} cannot be written: files cannot be created in {folder} "
                          f"({e.strerror or e}); choose another {option}") from None
-    return p
 
 
 def _nearest_existing(folder: Path) -> Path:
@@ -65,12 +70,6 @@ def check_output_folder(path, option: str, inputs: Iterable[Optional[str]] = ())
     folder = _nearest_existing(p)
     if not folder.is_dir():
         raise ValueError(f"{option} {path} cannot be made: {folder} is a file, not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".samed-write-check.", dir=str(folder))
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ValueError(f"{option} {path} cannot be written: files cannot be created in {folder} "
-                         f"({e.strerror or e}); choose another {option}") from None
+    _check_writable(folder, option, path)
     return p
 

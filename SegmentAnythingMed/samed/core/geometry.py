@@ -143,6 +143,18 @@ def insert_slice(array: np.ndarray, np_axis: int, index: int, slice2d: np.ndarra
     array[tuple(sl)] = slice2d
 
 
+def masks_to_volume(masks, shape_kji: Sequence[int], np_axis: int, consume: bool = False) -> np.ndarray:
+    """Per-slice masks (slice index -> (H, W)) along ``np_axis`` as one bool volume of ``shape_kji``. ``consume``:
+    empty ``masks`` while copying, so that a whole-volume result never exists twice (each slice is freed as it is
+    copied, if nothing else holds it)."""
+    vol = np.zeros(tuple(shape_kji[:3]), dtype=bool)
+    for index in list(masks):
+        mask = masks.pop(index) if consume else masks[index]
+        insert_slice(vol, np_axis, index, mask)
+        del mask
+    return vol
+
+
 def _remaining_axes(np_axis: int) -> Tuple[int, int]:
     rest = [a for a in (0, 1, 2) if a != np_axis]
     return rest[0], rest[1]  # (row axis, column axis)

@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .backend import Backend
+from .geometry import masks_to_volume
 from .prompts import Prompt, box_from_mask
 from .propagation import DIRECTIONS, PropagationSettings, _check_next, _grey_stats, _grow
 
@@ -83,12 +84,7 @@ class KeySliceResult:
         return sorted(self.masks)
 
     def to_volume(self, shape_kji: Sequence[int], np_axis: int) -> np.ndarray:
-        vol = np.zeros(tuple(shape_kji), dtype=bool)
-        for idx, mask in self.masks.items():
-            sl = [slice(None)] * 3
-            sl[np_axis] = idx
-            vol[tuple(sl)] = mask
-        return vol
+        return masks_to_volume(self.masks, shape_kji, np_axis)
 
 
 def _sdf(mask: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .backend import Backend
+from .geometry import masks_to_volume
 from .prompts import MASK, Prompt, box_from_mask
 
 DIRECTIONS = {"up": +1, "down": -1}  # up = increasing slice index
@@ -91,12 +92,7 @@ class PropagationResult:
         return PropagationResult(self.seed_index, masks, scores, stopped)
 
     def to_volume(self, shape_kji: Sequence[int], np_axis: int) -> np.ndarray:
-        vol = np.zeros(tuple(shape_kji), dtype=bool)
-        for idx, mask in self.masks.items():
-            sl = [slice(None)] * 3
-            sl[np_axis] = idx
-            vol[tuple(sl)] = mask
-        return vol
+        return masks_to_volume(self.masks, shape_kji, np_axis)
 
 
 def _grow(box: np.ndarray, frac: float, shape_hw) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 from .backend import Backend
-from .geometry import Volume, check_slice_index, extract_slice, numpy_axis, slice_spacing
+from .geometry import Volume, check_slice_index, extract_slice, masks_to_volume, numpy_axis, slice_spacing
 from .preprocess import IntensityWindow, compute_window, slice_to_rgb
 from .prompts import Prediction, Prompt
 from .propagation import PropagationResult, PropagationSettings, propagate
@@ -129,14 +129,5 @@ class VolumeSession:
                          directions, progress, should_cancel)
 
     def masks_to_volume(self, masks: Dict[int, np.ndarray], consume: bool = False) -> np.ndarray:
-        """The per-slice ``masks`` as one bool volume. ``consume``: empty ``masks`` while copying, so that a
-        whole-volume result never exists twice (its slices are freed as they are copied, if nothing else holds
-        them)."""
-        vol = np.zeros(self.volume.array.shape[:3], dtype=bool)
-        for index in list(masks):
-            mask = masks.pop(index) if consume else masks[index]
-            sl = [slice(None)] * 3
-            sl[self.np_axis] = index
-            vol[tuple(sl)] = mask
-            del mask
-        return vol
+        """The per-slice ``masks`` as one bool volume (see :func:`~samed.core.geometry.masks_to_volume`)."""
+        return masks_to_volume(masks, self.volume.array.shape, self.np_axis, consume)
