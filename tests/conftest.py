@@ -24,6 +24,19 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def brain(shared_data):
+    """mr-brain-tumor's axial slices as the model's pictures (auto window) and its tumour mask."""
+    from samed.core import io
+    from samed.core.preprocess import compute_window, slice_to_rgb
+
+    vol = io.read_volume(shared_data / "volumes" / "mr-brain-tumor" / "image.nrrd")
+    label = io.read_volume(shared_data / "volumes" / "mr-brain-tumor" / "label.nrrd")
+    window = compute_window(vol.array, "auto", None)
+    pictures = np.stack([slice_to_rgb(vol.array[k], window) for k in range(vol.array.shape[0])])
+    return pictures, label.array > 0
+
+
+@pytest.fixture(scope="session")
 def ctchest():
     """(CTChest4.nrrd, Segmentation.seg.nrrd) shipped by slicerio."""
     import slicerio

@@ -23,18 +23,6 @@ SEED = 14  # the tumour in mr-brain-tumor covers axial slices 11..17
 
 
 @pytest.fixture(scope="module")
-def brain(shared_data):
-    from samed.core import io
-    from samed.core.preprocess import compute_window, slice_to_rgb
-
-    vol = io.read_volume(shared_data / "volumes" / "mr-brain-tumor" / "image.nrrd")
-    label = io.read_volume(shared_data / "volumes" / "mr-brain-tumor" / "label.nrrd")
-    window = compute_window(vol.array, "auto", None)
-    pictures = np.stack([slice_to_rgb(vol.array[k], window) for k in range(vol.array.shape[0])])
-    return pictures, label.array > 0
-
-
-@pytest.fixture(scope="module")
 def client(samed_service):
     backend = HttpBackend(samed_service.url)
     yield backend

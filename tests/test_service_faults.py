@@ -25,18 +25,6 @@ PATIENT = PropagationSettings(min_area_px=1, min_area_ratio=0.0, max_area_ratio=
                               min_score=-1.0, max_intensity_shift=0.0)
 
 
-@pytest.fixture(scope="module")
-def brain(shared_data):
-    from samed.core import io
-    from samed.core.preprocess import compute_window, slice_to_rgb
-
-    vol = io.read_volume(shared_data / "volumes" / "mr-brain-tumor" / "image.nrrd")
-    label = io.read_volume(shared_data / "volumes" / "mr-brain-tumor" / "label.nrrd")
-    window = compute_window(vol.array, "auto", None)
-    pictures = np.stack([slice_to_rgb(vol.array[k], window) for k in range(vol.array.shape[0])])
-    return pictures, label.array > 0
-
-
 @pytest.fixture
 def doomed():
     env = {k: v for k, v in os.environ.items() if k != "SAMED_TOKEN"}
