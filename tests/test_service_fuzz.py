@@ -32,7 +32,7 @@ CACHE_MB = 32
 UPLOAD_MEMORY_MB = 64
 MAX_BODY_MB = 16
 SLACK_MB = 48  # allocator and interpreter noise above the stated bound
-FUZZ = settings(max_examples=int(os.environ.get("SAMED_FUZZ_EXAMPLES", "120")), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("SAMED_FUZZ_EXAMPLES", "120")), deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 exercised = set()
@@ -223,20 +223,27 @@ def check_answer(status, data, resp, what):
 
 
 # ---- the fuzz --------------------------------------------------------------------------------------------------
-@FUZZ
-@given(data=st.data())
-def test_every_route_fuzzed_and_peak_rss_within_the_configured_bound(fuzzed, data):
-    method, template = data.draw(st.sampled_from(fuzzed.routes))
-    if data.draw(st.integers(0, 9)) == 0:
-        method = data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD"]))
-    path = fill(template, data.draw, fuzzed)
-    if data.draw(st.integers(0, 6)) == 0:
-        path += "?" + data.draw(st.sampled_from(["x=1", "token=abc", "a=%ff", "&&", "key=" + "9" * 50]))
-    body, headers = data.draw(bodies(method, template))
-    exercised.add((method, template))
-    status, answer, resp = fuzzed.call(method, path, body, headers)
-    check_answer(status, answer, resp, f"{method} {path}")
-    assert fuzzed.service.alive()
+def test_every_route_fuzzed_and_peak_rss_within_the_configured_bound(fuzzed):
+    """Each route gets its own share of the examples (a route drawn at random among them was left out of some
+    runs: hypothesis favours the first choices and drops examples whose data grow too large)."""
+    per_route = max(4, FUZZ.max_examples // len(fuzzed.routes))
+    for route_method, template in fuzzed.routes:
+        @settings(FUZZ, max_examples=per_route)
+        @given(data=st.data())
+        def fuzz_route(data):
+            method = route_method
+            if data.draw(st.integers(0, 9)) == 0:
+                method = data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD"]))
+            path = fill(template, data.draw, fuzzed)
+            if data.draw(st.integers(0, 6)) == 0:
+                path += "?" + data.draw(st.sampled_from(["x=1", "token=abc", "a=%ff", "&&", "key=" + "9" * 50]))
+            body, headers = data.draw(bodies(method, template))
+            exercised.add((route_method, template))
+            status, answer, resp = fuzzed.call(method, path, body, headers)
+            check_answer(status, answer, resp, f"{method} {path}")
+            assert fuzzed.service.alive()
+
+        fuzz_route()
 
 
 def test_the_fuzz_covered_every_route_and_the_service_is_well(fuzzed):
