@@ -17,6 +17,7 @@ docs/images/web.png was made).
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -123,6 +124,21 @@ def wait_for_frame(page, before: np.ndarray, region, changed: bool, what: str,
         page.wait_for_timeout(100)
 
 
+def stable_layout(page, timeout_s: float = 60.0) -> dict:
+    """The app's published view geometry once it, the view image's box on the page and the screenshot's size have
+    not changed for 1.5 s."""
+    deadline, last, same = time.monotonic() + timeout_s, None, 0
+    while True:
+        geometry = state(page, "view_geometry")
+        box = page.locator("#views img").bounding_box()
+        now = (json.dumps(geometry, sort_keys=True), json.dumps(box, sort_keys=True), view_image(page).shape)
+        same = same + 1 if now == last else 0
+        if same >= 3 or time.monotonic() > deadline:
+            return geometry
+        last = now
+        page.wait_for_timeout(500)
+
+
 def settled_image(page, timeout_s: float = 20.0) -> np.ndarray:
     """The view's image once two screenshots 300 ms apart agree (the stream may send a quick frame, then a
     finer one)."""
@@ -199,8 +215,9 @@ def test_segment_anything_in_the_browser(web_app, browser_page, ctchest, tmp_pat
     page.press("#slice-index", "Enter")
     wait_state(page, f"s.get('view_geometry') && s.get('view_geometry').xy_to_ijk[11] === {DEMO_SLICE}", 60_000)
 
-    # where the demo's box lies on the page: the view's XY -> voxel map that the app publishes, inverted
-    geometry = state(page, "view_geometry")
+    # where the demo's box lies on the page: the view's XY -> voxel map that the app publishes, inverted, once the
+    # page's layout has settled (the view may still be resized right after the volume opens)
+    geometry = stable_layout(page)
     xy_to_ijk = np.array(geometry["xy_to_ijk"], dtype=float).reshape(4, 4)
     width, height = geometry["size"]
     img = page.locator("#views img").bounding_box()
