@@ -38,11 +38,13 @@ class FakeService:
                 if length:
                     self.rfile.read(length)
                 outer.requests.append((self.command, self.path))
+                outer.headers.append(dict(self.headers))
                 found = routes.get((self.command, self.path), (404, {"detail": "Not Found"}))
                 status, body = found() if callable(found) else found
-                data = json.dumps(body).encode()
+                raw = isinstance(body, bytes)  # a samed bundle, as is
+                data = body if raw else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "application/x-samed-bundle" if raw else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
@@ -54,6 +56,7 @@ class FakeService:
                 pass
 
         self.requests = []
+        self.headers = []  # of each request, in order
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -244,3 +247,63 @@ def test_npy_mask_json_and_gzip_helpers():
     assert err.value.status == 413
     with pytest.raises(WireError, match="truncated"):
         decompress_body(gzip_bytes(data)[:-12], "gzip", 10 ** 4)
+
+
+# ---- routing behind a consistent-hash proxy (docs/deploy.md) ---------------------------------------------------
+def test_every_request_about_a_slice_carries_its_key_as_route_also_when_resent(fake):
+    """HEAD (cache check), the upload and every decode name the slice's key in X-Samed-Route; a decode answered 404
+    (evicted, or its key moved to another replica) uploads the slice again, with the same route, and decodes."""
+    from samed.core.backend import image_key
+    from samed.core.prompts import Prompt
+
+    picture = np.random.default_rng(3).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    key = image_key("litemedsam", picture)
+    emb = f"/v1/models/litemedsam/embeddings/{key}"
+    decodes = iter([(404, {"detail": "not cached here"})])
+    answer = encode_bundle({"scores": [0.75]}, {"masks": np.ones((1, 8, 8), bool)})
+    server = fake(samed_routes({("HEAD", emb): (404, {}), ("POST", "/v1/models/litemedsam/embeddings"): (200,
+                                                                                                      {"key": key}),
+                                ("POST", emb + "/decode"): lambda: next(decodes, (200, answer))}))
+    client = HttpBackend(server.url)
+    handle = client.encode(picture)
+    prediction = client.decode(handle, Prompt(box_xy=[1, 1, 5, 5]))
+    assert prediction.masks.shape == (1, 8, 8) and prediction.masks.all()
+    about_slice = [(r, h) for r, h in zip(server.requests, server.headers) if "/embeddings" in r[1]]
+    assert [r for r, _ in about_slice] == [("HEAD", emb), ("POST", "/v1/models/litemedsam/embeddings"),
+                                           ("POST", emb + "/decode"), ("POST", "/v1/models/litemedsam/embeddings"),
+                                           ("POST", emb + "/decode")]
+    assert [h.get("X-Samed-Route") for _, h in about_slice] == [key] * 5
+
+
+def test_a_job_keeps_its_route_and_a_job_lost_with_its_replica_is_a_clear_error(fake):
+    """The job's route (its seed slice's key) goes with the start, every poll, the cancel and the result; when the
+    replica that ran it is gone the next one answers 404: JobLostError (a JobFailedError) naming the job."""
+    from samed.client import JobLostError
+    from samed.core.backend import image_key
+
+    pictures = np.random.default_rng(4).integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    seed = np.zeros((8, 8), bool)
+    seed[2:5, 2:5] = True
+    status = {"id": "j7", "model": "litemedsam", "state": "running", "done": 1, "total": 3, "error": None}
+    polls = iter([(200, status), (200, dict(status, state="done", done=3))])
+    result = encode_bundle({"seed_index": 1, "indices": [1], "scores": [0.5], "stopped": {}},
+                           {"masks": seed[None]})
+    server = fake(samed_routes({("POST", "/v1/models/litemedsam/propagations"): (202, status),
+                                ("GET", "/v1/jobs/j7"): lambda: next(polls, (404, {"detail": "no job j7"})),
+                                ("POST", "/v1/jobs/j7/cancel"): (200, status),
+                                ("GET", "/v1/jobs/j7/result"): (200, result)}))
+    job = HttpBackend(server.url).start_propagation(pictures, 1, seed)
+    job.poll_interval = 0.01
+    route = image_key("litemedsam", pictures[1])
+    assert job.route == route
+    job.cancel()
+    assert job.result(timeout=5).masks[1].sum() == 9
+    about_job = [(r, h) for r, h in zip(server.requests, server.headers) if "/jobs/" in r[1] or "propag" in r[1]]
+    assert [r[1] for r, _ in about_job] == ["/v1/models/litemedsam/propagations", "/v1/jobs/j7/cancel",
+                                            "/v1/jobs/j7", "/v1/jobs/j7", "/v1/jobs/j7/result"]
+    assert {h.get("X-Samed-Route") for _, h in about_job} == {route}
+    with pytest.raises(JobLostError, match=r"propagation job j7 .*not known to the samed service.*start the "
+                                           r"propagation again") as err:
+        job.progress()
+    assert isinstance(err.value, JobFailedError) and err.value.status == 404
+    job.delete()  # forgetting a job the service has forgotten already is no error

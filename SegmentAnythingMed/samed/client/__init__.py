@@ -6,15 +6,17 @@
   one interface: ``job.progress()``, ``job.cancel()``, ``job.result(timeout)``.
 * Errors (all :class:`samed.core.backend.BackendError`): :class:`ServiceUnreachableError`,
   :class:`ServiceAuthError`, :class:`ApiVersionError`, :class:`ServiceTimeoutError`, :class:`ServiceRequestError`,
-  :class:`JobFailedError`, :class:`JobTimeoutError`.
+  :class:`JobFailedError`, :class:`JobLostError`, :class:`JobTimeoutError`.
+* Routing: every request about a slice's embedding carries ``X-Samed-Route: <its key>``, every request about a
+  job the job's route, so a consistent-hash proxy in front of several replicas keeps them on one (docs/deploy.md).
 """
 from __future__ import annotations
 
-from .errors import (ApiVersionError, JobFailedError, JobTimeoutError, ServiceAuthError, ServiceRequestError,
-                     ServiceTimeoutError, ServiceUnreachableError)
-from .http import HttpBackend, RemotePropagationJob
+from .errors import (ApiVersionError, JobFailedError, JobLostError, JobTimeoutError, ServiceAuthError,
+                     ServiceRequestError, ServiceTimeoutError, ServiceUnreachableError)
+from .http import ROUTE_HEADER, HttpBackend, RemotePropagationJob
 from .jobs import JobProgress, PropagationJob, ThreadPropagationJob, needed_slab, start_propagation
 
-__all__ = ["HttpBackend", "RemotePropagationJob", "JobProgress", "PropagationJob", "ThreadPropagationJob",
-           "needed_slab", "start_propagation", "ApiVersionError", "JobFailedError", "JobTimeoutError",
+__all__ = ["HttpBackend", "ROUTE_HEADER", "RemotePropagationJob", "JobProgress", "PropagationJob",
+           "ThreadPropagationJob", "needed_slab", "start_propagation", "ApiVersionError", "JobFailedError", "JobLostError", "JobTimeoutError",
            "ServiceAuthError", "ServiceRequestError", "ServiceTimeoutError", "ServiceUnreachableError"]

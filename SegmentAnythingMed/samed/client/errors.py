@@ -35,5 +35,10 @@ class JobFailedError(BackendError):
     """A propagation job ended with an error (the message is the job's)."""
 
 
+class JobLostError(ServiceRequestError, JobFailedError):
+    """The service no longer knows a propagation job (HTTP 404): the replica that ran it stopped or restarted (behind
+    a proxy, the job's requests now reach another replica), or the job was deleted or expired. Start it again."""
+
+
 class JobTimeoutError(BackendError):
     """A propagation job did not finish within the time given to ``result()``; it keeps running."""

@@ -3,6 +3,14 @@
 ``encode`` computes the slice's content key here and asks the service whether it has it before uploading, so
 a slice goes over the network once per service (whoever sent it first). ``decode`` sends the prompt as small JSON
 and gets the masks back bit-packed. ``start_propagation`` runs a propagation job on the server.
+
+Every request about a slice's embedding (the cache check, the upload, each decode) carries ``X-Samed-Route: <the
+slice's key>`` and every request about a propagation job the job's route (the key of its seed slice, kept in the
+job's handle), so a consistent-hash proxy in front of several replicas (nginx ``hash $http_x_samed_route
+consistent``, Envoy's ``hash_policy`` on the header; see docs/deploy.md) sends a slice's decodes to the replica
+that encoded it and a job's polls to the replica that runs it. A replica that lost the embedding (evicted, or the
+key moved to another replica when one was added or lost) answers 404 and the slice is sent again; a replica that
+lost the job answers 404 too, and that is :class:`JobLostError`.
 """
 from __future__ import annotations
 
@@ -22,11 +30,12 @@ from ..service.auth import is_loopback
 from ..service.slab import needed_slab
 from ..service.wire import (API_PREFIX, API_VERSION, BUNDLE_TYPE, KEY_HEADER, WireError, decode_bundle,
                             encode_bundle, gzip_bytes, mask_to_json, pack_pictures)
-from .errors import ApiVersionError, JobFailedError, JobTimeoutError, ServiceRequestError
+from .errors import ApiVersionError, JobFailedError, JobLostError, JobTimeoutError, ServiceRequestError
 from .jobs import FAILED, JobProgress, PropagationJob, check_pictures
 from .transport import Reply, Transport
 
 P = API_PREFIX
+ROUTE_HEADER = "X-Samed-Route"  # what a consistent-hash proxy hashes: a slice's embedding key, or a job's route
 _MAX_ANSWER_BYTES = 1 << 34  # answers come from the service we chose; only a sanity bound
 
 
@@ -109,7 +118,7 @@ class HttpBackend(Backend):
     # ---- encode ----------------------------------------------------------------------------------------------
     def is_cached(self, key: str) -> bool:
         """Does the service hold the embedding with this key (``image_key(model, picture)``)?"""
-        reply = self._t.request("HEAD", f"{P}/models/{self.model}/embeddings/{key}")
+        reply = self._t.request("HEAD", f"{P}/models/{self.model}/embeddings/{key}", headers={ROUTE_HEADER: key})
         if reply.status == 404:
             return False
         self._t.expect(reply, "the cache check")
@@ -128,7 +137,7 @@ class HttpBackend(Backend):
         return body
 
     def _upload(self, image: np.ndarray, key: str) -> None:
-        headers = {"Content-Type": BUNDLE_TYPE, KEY_HEADER: key}
+        headers = {"Content-Type": BUNDLE_TYPE, KEY_HEADER: key, ROUTE_HEADER: key}
         body = self._body(encode_bundle({}, {"image": pack_pictures(image)}), headers, "the slice")
         reply = self._t.expect(self._t.request("POST", f"{P}/models/{self.model}/embeddings", body, headers),
                                "encoding the slice")
@@ -223,7 +232,7 @@ class HttpBackend(Backend):
                    "multimask": multimask, "logits": bool(logits)}
         body = json.dumps(request).encode()
         path = f"{P}/models/{self.model}/embeddings/{handle.key}/decode"
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", ROUTE_HEADER: handle.key}
         reply = self._t.request("POST", path, body, headers)
         if reply.status == 404:  # evicted from the shared cache: send the slice again if we still have it
             with self._recent_lock:
@@ -260,39 +269,55 @@ class HttpBackend(Backend):
         meta = {"seed_index": int(seed_index), "first_index": int(lo), "n_slices": int(n_slices),
                 "directions": list(directions),
                 "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()}}
-        headers = {"Content-Type": BUNDLE_TYPE}
+        # the job's route: its seed slice's key (the replica that decoded the seed may hold its embedding already)
+        route = image_key(self.model, np.asarray(pictures[seed_index - first_index]))
+        headers = {"Content-Type": BUNDLE_TYPE, ROUTE_HEADER: route}
         body = self._body(encode_bundle(meta, {"pictures": pack_pictures(slab), "seed_mask": seed_mask}), headers,
                           f"the upload of {len(slab)} slices")
         status = self._t.expect(self._t.request("POST", f"{P}/models/{self.model}/propagations", body, headers),
                                 "starting propagation", ok=(202,)).json()
-        return RemotePropagationJob(self, status)
+        return RemotePropagationJob(self, status, route=route)
 
 
 class RemotePropagationJob(PropagationJob):
-    """A propagation job running on the service."""
+    """A propagation job running on the service; ``route``: sent with every request about it (see the module's
+    docstring), so that behind a consistent-hash proxy they reach the replica that runs it."""
 
-    def __init__(self, backend: HttpBackend, status: dict, poll_interval: float = 0.25):
+    def __init__(self, backend: HttpBackend, status: dict, poll_interval: float = 0.25, route: Optional[str] = None):
         self._b = backend
         self.id = status["id"]
+        self.route = route or self.id
         self.poll_interval = poll_interval
         self._last = status
 
     def _path(self, tail: str = "") -> str:
         return f"{P}/jobs/{self.id}{tail}"
 
+    def _request(self, method: str, tail: str, what: str) -> Reply:
+        reply = self._b._t.request(method, self._path(tail), headers={ROUTE_HEADER: self.route})
+        if reply.status == 404:
+            detail = reply.detail()
+            raise JobLostError(
+                f"propagation job {self.id} (route {self.route[:12]}...) is not known to the samed service at "
+                f"{self._b.url} any more ({what}: HTTP 404, {detail}): the replica that ran it stopped or restarted "
+                f"(behind a proxy its requests now reach another replica), or the job was deleted or expired. Its "
+                f"work is lost: start the propagation again", 404, detail)
+        return self._b._t.expect(reply, what)
+
     def progress(self) -> JobProgress:
-        self._last = self._b._t.expect(self._b._t.request("GET", self._path()), "job progress").json()
+        self._last = self._request("GET", "", "job progress").json()
         s = self._last
         return JobProgress(s["state"], int(s.get("done", 0)), int(s.get("total", 0)), s.get("error"))
 
     def cancel(self) -> None:
-        self._b._t.expect(self._b._t.request("POST", self._path("/cancel")), "cancelling the job")
+        self._request("POST", "/cancel", "cancelling the job")
 
     def delete(self) -> None:
-        """Cancel the job and let the service forget it."""
-        reply = self._b._t.request("DELETE", self._path())
-        if reply.status != 404:
-            self._b._t.expect(reply, "deleting the job")
+        """Cancel the job and let the service forget it (nothing to do if it has forgotten it already)."""
+        try:
+            self._request("DELETE", "", "deleting the job")
+        except JobLostError:
+            pass
 
     def result(self, timeout: Optional[float] = None) -> PropagationResult:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -306,7 +331,7 @@ class RemotePropagationJob(PropagationJob):
             p = self.progress()
         if p.state == FAILED:
             raise JobFailedError(f"propagation job {self.id} on {self._b.url} failed: {p.error}")
-        reply = self._b._t.expect(self._b._t.request("GET", self._path("/result")), "fetching the job's result")
+        reply = self._request("GET", "/result", "fetching the job's result")
         bundle = self._b._bundle(reply)
         indices = [int(i) for i in bundle.meta.get("indices", [])]
         masks = bundle.array("masks")
