@@ -165,11 +165,14 @@ def test_a_corrected_slice_propagates_again_away_from_the_seed_and_merges(slicer
     assert session.masks[12].sum() < before[12].sum()
     session.propagate()
     session.wait(60)
-    assert session.propagation.seed_index == 10  # the merged result keeps the first walk's seed
+    # issue 11: slices 10 and 12 are key slices now: 11 is filled from both, the walks leave from the outer keys
+    assert session.propagation.seed_index == 10  # the first key slice
+    assert [session.slice_kinds[i] for i in (10, 11, 12)] == ["key", "interpolated", "key"]
     above = [i for i in before if i > 12]  # above the corrected slice: re-walked from it (left half only)
     assert all(i in session.masks and session.masks[i].sum() <= before[i].sum() for i in above)
     assert session.masks[13].sum() < before[13].sum() and session.masks[14].sum() < before[14].sum()
-    for i in range(0, 12):  # below it: as before
+    assert session.masks[12].sum() < session.masks[11].sum() < before[11].sum()  # between the two keys' masks
+    for i in range(0, 11):  # below the first key: as before
         if i in before:
             assert np.array_equal(session.masks[i], before[i])
 

@@ -11,9 +11,9 @@ Rules
 - Each prompt's result replaces the preview on its slice; the candidates (several for an ambiguous prompt such as
   one point with SAM) can be cycled, best score first.
 - Propagate walks from the slice of the last prompt through its neighbours, within the ROI's extent (when an ROI
-  was used and the range is "roi"), a set range, or the whole volume. Prompting a slice inside a propagated range
-  and propagating again re-walks from that slice away from the first seed and merges (core's
-  ``PropagationResult.merge``).
+  was used and the range is "roi"), a set range, or the whole volume. With prompts on two or more slices (e.g. a
+  box on a second slice of a propagated preview) every prompted slice is a key slice: Propagate fills between
+  and around them (``key_slice_session``); :attr:`slice_kinds` marks each slice key / interpolated / walked.
 - A model that does not take the prompt's kind (e.g. points for LiteMedSAM) is caught before any work.
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ from .backend_settings import model_prompt_kinds
 from .errors import USER_ERRORS, BridgeError, describe_error  # noqa: F401 (the front ends import them here)
 from .jobs import (IntensitySpec, PromptRequest, PromptResult, PropagationOutcome, PropagationRequest,
                    VolumeSessions, VolumeSnapshot, masks_summary, run_prompt, run_propagation)
+from .key_slice_session import KeySliceOutcome, accept_key_slices, key_slices_of, submit_key_slices
 from .markup_bridge import prompts_from_markup_nodes, ras_to_view_xy
 from .preview import segment_color
 from .segment_writer import WriteReport, write_masks
@@ -68,6 +69,7 @@ class EditSession:
         self.propagation = None
         self.roi_range: Optional[Tuple[int, int]] = None
         self.prompted = set()  # slices with a prompt of the user's: propagation does not overwrite them
+        self.slice_kinds: Dict[int, str] = {}  # slice -> key / interpolated / walked (/ absent) after Propagate
 
     # ---------------------------------------------------------------------------------------- source and state
 
@@ -323,22 +325,20 @@ class EditSession:
         return None
 
     def propagate(self) -> int:
-        """Propagate from the last prompted slice (see the module docstring)."""
+        """Propagate from the last prompted slice, or from all prompted slices (see the module docstring)."""
+        keys = key_slices_of(self) if self.np_axis is not None else {}
+        if len(keys) >= 2:
+            return submit_key_slices(self, keys)
         if self.candidates is None or self.np_axis is None or not np.any(self.masks.get(self.candidates.index)):
             raise BridgeError("segment a slice first: propagation starts from the mask on the last prompted slice")
         seed = self.candidates.index
-        old = self.propagation
-        directions, merge = ("up", "down"), None
-        if old is not None and seed != old.seed_index and seed in old.masks:
-            merge = "up" if seed > old.seed_index else "down"
-            directions = (merge,)
         settings = replace(self.options.propagation, index_range=self.propagation_range())
         lo, hi = settings.index_range or (0, self.snapshot().volume.array.shape[self.np_axis] - 1)
         if not lo <= seed <= hi:
             raise BridgeError(f"slice {seed} is outside the propagation range {lo}..{hi}: widen the range or "
                               f"prompt a slice inside it")
         request = PropagationRequest(self.generation, self.snapshot(), self.np_axis, seed,
-                                     self.masks[seed].copy(), settings, directions, self.intensity(), merge)
+                                     self.masks[seed].copy(), settings, ("up", "down"), self.intensity())
         provider, sessions = self.provider, self.sessions
         job = self.worker.submit(lambda ctx: run_propagation(provider, sessions, request, ctx),
                                  label=f"propagate from slice {seed}")
@@ -348,20 +348,19 @@ class EditSession:
         return job
 
     def _accept_propagation(self, outcome: PropagationOutcome) -> str:
+        if isinstance(outcome, KeySliceOutcome):
+            return accept_key_slices(self, outcome)
         request, result = outcome.request, outcome.result
         self.progress = None
         if request.np_axis != self.np_axis:
             return "propagation result dropped: the slicing direction changed meanwhile"
-        if self.propagation is not None and request.merge_direction is not None:
-            merged = self.propagation.merge(result, request.merge_direction)
-        else:  # a fresh walk replaces the previous one
-            merged = result
         for index in (self.propagation.masks if self.propagation is not None else ()):
-            if index not in merged.masks and index not in self.prompted:
+            if index not in result.masks and index not in self.prompted:  # a fresh walk replaces the previous one
                 self.masks.pop(index, None)
-        self.propagation = merged
+        self.propagation = result
         self.masks.update({i: m for i, m in result.masks.items()
                            if i not in self.prompted or i == request.seed_index})
+        self.slice_kinds = {i: "key" if i == request.seed_index else "walked" for i in result.masks}
         self._show_preview()
         stops = "; ".join(f"{d}: {why}" for d, why in result.stopped.items())
         return f"preview on {masks_summary(self.masks)} (stopped {stops}). Apply to keep it."
