@@ -32,7 +32,7 @@ def add_intensity_options(p) -> None:
     g.add_argument("--intensity", default="auto", choices=MODES,
                    help="auto (CT window for CT, 8-bit pictures as they are, 0.5-99.5 percentiles otherwise), "
                         "ct ([-500, 1000] HU), percentile, minmax, window (with --window/--level), none")
-    g.add_argument("--modality", help="CT, MR, US, XR...: guides --intensity auto")
+    g.add_argument("--modality", help="CT, MR, US, XR...: guides --intensity auto (default: a DICOM series' Modality)")
     g.add_argument("--window", type=float, help="window width (with --intensity window)")
     g.add_argument("--level", type=float, help="window level (with --intensity window)")
 
@@ -51,8 +51,9 @@ def backend_from_args(args):
                           engine=getattr(args, "engine", None))
 
 
-def intensity_from_args(args, values) -> IntensityWindow:
-    return compute_window(values, args.intensity, args.modality, args.window, args.level)
+def intensity_from_args(args, values, modality=None) -> IntensityWindow:
+    """``modality``: the image header's (a DICOM series' Modality), used when ``--modality`` is not given."""
+    return compute_window(values, args.intensity, args.modality or modality, args.window, args.level)
 
 
 @contextlib.contextmanager

@@ -73,3 +73,29 @@ def check_output_folder(path, option: str, inputs: Iterable[Optional[str]] = ())
     _check_writable(folder, option, path)
     return p
 
+
+
+# ----------------------------------------------------------------------------------------------- DICOM SEG
+
+def wants_dicom_seg(out, dicom_seg_flag: bool = False) -> bool:
+    """True when ``--out`` is a DICOM SEG: a ``.dcm`` name, or any name with ``--dicom-seg``."""
+    from ..core.dicom_seg import is_dicom_seg_path
+
+    return bool(dicom_seg_flag) or is_dicom_seg_path(out)
+
+
+def engine_name(backend) -> str:
+    """The engine behind ``backend`` as recorded in a DICOM SEG: torch / onnx / openvino..., or the service's URL."""
+    engine = getattr(backend, "engine", None)
+    if engine is not None:
+        return str(getattr(engine, "engine", "torch"))
+    url = getattr(backend, "url", None)
+    return f"model service {url}" if url else type(backend).__name__
+
+
+def write_dicom_seg_output(out: Path, masks, volume, backend, overwrite: bool = True, parameters=None) -> Path:
+    """``masks`` ({name: mask on the DICOM series' grid}) as a DICOM SEG at ``out`` (written whole or not at all)."""
+    from ..core.dicom_seg import write_dicom_seg
+
+    return write_dicom_seg(out, masks, volume, model=getattr(backend, "model", ""), engine=engine_name(backend),
+                           overwrite=overwrite, parameters=parameters)

@@ -74,12 +74,20 @@ def _sitk_from_volume(volume: Volume, array: Optional[np.ndarray] = None):
     return image
 
 
-def read_volume(path: PathLike, volume_index: Optional[int] = None) -> Volume:
+def read_volume(path: PathLike, volume_index: Optional[int] = None, series: Optional[str] = None) -> Volume:
     """Read a 3D image (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd) with its geometry in RAS.
 
     A 4D file (a time series, several channels) needs ``volume_index``: which of its 3D volumes to read.
     Damaged files (cut short, a corrupt header, a failed gzip check) raise ``ValueError`` saying so.
+    A folder (or a .dcm file) is read as a DICOM series (:mod:`samed.core.dicom_series`; ``series``: its Series
+    Instance UID when the folder holds several).
     """
+    if Path(path).is_dir() or file_extension(path) in (".dcm", ".dicom", ".ima"):
+        from .dicom_series import read_dicom_series
+
+        if volume_index not in (None, 0):
+            raise ValueError(f"--volume-index {volume_index}: a DICOM series is one 3D volume (index 0)")
+        return read_dicom_series(path, series)
     p = _existing_file(path, VOLUME_EXTENSIONS, "volume")
     check_volume_file(p)
     sitk = _sitk()
