@@ -19,7 +19,7 @@ from ..core.prompts import Prompt, PromptError
 from ..core.propagation import PropagationSettings
 from ..core.volume_session import VolumeSession, check_finite_slice, count_nonfinite
 from ..core.files import atomic_output
-from .outputs import check_output
+from .outputs import check_output, wants_dicom_seg, write_dicom_seg_output
 from .segment_keys import fill_from_key_slices, key_slice_prompts
 from .common import add_backend_options, add_intensity_options, backend_from_args, intensity_from_args, progress_bar
 
@@ -39,10 +39,16 @@ def add_parser(sub) -> None:
                        description="Segment one structure in IMAGE from a box or points on one slice, or from "
                                    "Slicer markups; optionally propagate it through the neighbouring slices and "
                                    "compare it with a reference segmentation.")
-    p.add_argument("image", help="volume (.nrrd, .nii, .nii.gz, .mha) or 2D picture (.png, .jpg)")
+    p.add_argument("image", help="volume (.nrrd, .nii, .nii.gz, .mha), a folder of DICOM files (or a .dcm) or a 2D "
+                                 "picture (.png, .jpg)")
+    p.add_argument("--series", metavar="UID", default=None,
+                   help="Series Instance UID of the DICOM series to read when the folder holds several (they are "
+                        "listed when this is left out)")
     p.add_argument("--volume-index", type=int, default=None, metavar="N",
                    help="which 3D volume of a 4D image (time series, channels) to segment, from 0")
-    p.add_argument("--out", required=True, help="output: NAME.seg.nrrd (Slicer segmentation) or a labelmap .nrrd/.nii.gz")
+    p.add_argument("--out", required=True, help="output: NAME.seg.nrrd (Slicer segmentation), a labelmap .nrrd/.nii.gz, "
+                                                "or NAME.dcm: a DICOM SEG referencing the DICOM input series")
+    p.add_argument("--dicom-seg", action="store_true", help="write --out as a DICOM SEG whatever its name")
     p.add_argument("--name", default=None, help="segment name (default: the reference label's name, else 'Segment_1')")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g = p.add_argument_group("prompts (voxel coordinates of the chosen slice: x = column, y = row)")
@@ -78,14 +84,14 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_input(path: str, volume_index=None) -> Volume:
+def load_input(path: str, volume_index=None, series=None) -> Volume:
     ext = io.file_extension(path)
     if ext in io.IMAGE_2D_EXTENSIONS:
         if volume_index not in (None, 0):
             raise ValueError(f"--volume-index {volume_index}: {path} is a 2D picture (one volume, index 0)")
         pic = io.read_image_2d(path)
         return Volume(pic[None], np.eye(4), {"path": str(path), "picture": True})
-    return io.read_volume(path, volume_index=volume_index)
+    return io.read_volume(path, volume_index=volume_index, series=series)
 
 
 def _cli_prompts(args, volume: Volume, np_axis: int) -> SlicePrompts:
@@ -118,8 +124,15 @@ def run(args) -> int:
     out = check_output(args.out, "--out", inputs, args.overwrite)
     if args.report:
         check_output(args.report, "--report", inputs + [args.out])
-    volume = load_input(args.image, args.volume_index)
-    intensity = intensity_from_args(args, volume.array)
+    volume = load_input(args.image, args.volume_index, args.series)
+    if wants_dicom_seg(out, args.dicom_seg):  # a DICOM SEG needs a DICOM source: said before the model loads
+        from ..core.dicom_seg import check_dicom_seg_source
+
+        check_dicom_seg_source(volume)
+        if Path(args.image).is_dir() and Path(args.image).resolve() in out.resolve().parents:
+            raise ValueError(f"--out {args.out} is inside the DICOM input folder {args.image}: the next read of the "
+                             f"folder would find the SEG as another series; write it elsewhere")
+    intensity = intensity_from_args(args, volume.array, volume.metadata.get("modality"))
     np_axis = numpy_axis(args.axis, volume.ijk_to_ras)
     slice_prompts = _cli_prompts(args, volume, np_axis)
     slice_shape = [n for a, n in enumerate(volume.array.shape[:3]) if a != np_axis]
@@ -172,7 +185,11 @@ def run(args) -> int:
     indices = sorted(masks)
     mask_volume = session.masks_to_volume(masks, consume=True)
     masks = dict.fromkeys(indices)
-    _write_output(out, name, mask_volume, volume, args.overwrite)
+    if wants_dicom_seg(out, args.dicom_seg):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_dicom_seg_output(out, {name: mask_volume}, volume, backend, args.overwrite)
+    else:
+        _write_output(out, name, mask_volume, volume, args.overwrite)
     print(f"wrote {out} (segment {name!r}, {int(mask_volume.sum())} voxels) in {seconds:.1f} s")
 
     if ref is not None:
