@@ -52,6 +52,7 @@ class RefineSettings:
     max_grow_px: int = 3
     min_shift_px: float = 1.0
     max_shift_px: int = 3
+    min_outline_points: int = 20  # fewer outline points near the other outline: nothing is measured, nothing moves
 
     def validate(self) -> None:
         if self.box_margin_px < 0 or self.box_margin_frac < 0:
@@ -183,7 +184,9 @@ def check_structure(original: Dict[int, np.ndarray], model: Dict[int, np.ndarray
     """Measure, over the whole structure, how the original sits against the model's masks; decide the shift and
     the grow to take (see the module docstring)."""
     s = settings or RefineSettings()
-    grow, shift_y, shift_x, _ = outline_displacement(original, model, s.boundary_window_px)
+    grow, shift_y, shift_x, points = outline_displacement(original, model, s.boundary_window_px)
+    if points < s.min_outline_points:  # the model found (next to) nothing near the original: no measurement
+        return StructureCheck(_agreement(original, model), (0, 0), (shift_y, shift_x), 0.0, 0)
     offset = grow - s.model_bias_px
     shift = (_whole_px(shift_y, s.min_shift_px, s.max_shift_px), _whole_px(shift_x, s.min_shift_px, s.max_shift_px))
     return StructureCheck(_agreement(original, model), shift, (shift_y, shift_x), offset,
@@ -200,7 +203,7 @@ def choose_slices(original: Dict[int, np.ndarray], model: Dict[int, np.ndarray],
     for i, orig in original.items():
         mod = model.get(i)
         corrected = orig if check.trusted else grow_mask(shift_mask(orig, *check.shift_yx), check.grow_px)
-        if check.trusted or mod is None or not corrected.any():
+        if check.trusted or mod is None or not mod.any() or not corrected.any():
             masks[i], choice[i] = orig, ORIGINAL
             continue
         judge = grow_mask(mod, unbias)

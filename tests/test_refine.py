@@ -1,0 +1,185 @@
+"""Refining an existing segmentation (samed.core.refine) on synthetic volumes where the answer is known.
+
+The fake model segments the bright pixels (grey > 100) inside the box it is given, as LiteMedSAM does on a bright
+object on a dark background (it never looks outside the box), grown by one pixel: LiteMedSAM's outline lies about
+1 px outside an undegraded reference (fit on the shared volumes' undegraded references, ``RefineSettings.
+model_bias_px``). It takes boxes only, like LiteMedSAM (``engines.models``: prompt_kinds box).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from samed.core.backend import Backend, EmbeddingHandle, image_key
+from samed.core.prompts import BOX, Prediction
+from samed.core.refine import (CORRECTED, ORIGINAL, RefineSettings, check_structure, dice, grow_mask, prompt_box,
+                               refine_structure, shift_mask)
+
+
+class BrightInBoxBackend(Backend):
+    model = "bright-in-box"
+
+    def __init__(self, threshold: int = 100, bias_px: int = 1):
+        self.pictures = {}
+        self.threshold = threshold
+        self.bias_px = bias_px
+        self.calls = []  # (slice picture key, box)
+
+    def info(self):
+        return {}
+
+    def prompt_kinds(self):
+        return frozenset({BOX})
+
+    def encode(self, image_rgb):
+        key = image_key(self.model, image_rgb)
+        self.pictures[key] = image_rgb
+        return EmbeddingHandle(key, self.model, image_rgb.shape[:2])
+
+    def decode(self, handle, prompt, multimask=None):
+        if prompt.box_xy is None or prompt.kinds() != {BOX}:
+            raise ValueError("box-only model")
+        pic = self.pictures[handle.key]
+        self.calls.append((handle.key, np.asarray(prompt.box_xy)))
+        x0, y0, x1, y1 = np.round(prompt.box_xy).astype(int)
+        inside = np.zeros(pic.shape[:2], bool)
+        inside[y0:y1 + 1, x0:x1 + 1] = True
+        mask = inside & (pic[..., 0] > self.threshold)
+        if self.bias_px and mask.any():
+            mask = ndimage.binary_dilation(mask, iterations=self.bias_px) & inside
+        return Prediction(mask[None], [0.9 if mask.any() else 0.1])
+
+
+def ellipse(a, b, centre=(32, 34), shape=(64, 72)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return ((yy - centre[0]) / b) ** 2 + ((xx - centre[1]) / a) ** 2 <= 1.0
+
+
+# the structure: 9 slices of ellipses growing then shrinking, at grey 200 on grey 10
+TRUTH = [ellipse(a, b) for a, b in [(6, 4), (9, 6), (12, 8), (14, 9), (15, 10), (14, 9), (12, 8), (9, 6), (6, 4)]]
+
+
+def pictures(masks, extra=None):
+    pics = []
+    for k, m in enumerate(masks):
+        pic = np.full(m.shape + (3,), 10, np.uint8)
+        pic[m] = 200
+        if extra is not None and extra[k] is not None:
+            pic[extra[k]] = 200
+        pics.append(pic)
+    return pics
+
+
+def run(original, pics=None, backend=None, settings=None):
+    pics = pics or pictures(TRUTH)
+    backend = backend or BrightInBoxBackend()
+    return refine_structure(backend, lambda i: pics[i], dict(enumerate(original)), settings)
+
+
+def volume_dice(masks_by_slice, truth=TRUTH):
+    return dice(np.stack([masks_by_slice[i] for i in range(len(truth))]), np.stack(truth))
+
+
+def test_shift_and_grow_masks():
+    m = np.zeros((6, 7), bool)
+    m[2:4, 2:5] = True
+    moved = shift_mask(m, 1, -2)
+    assert moved[3:5, 0:3].all() and moved.sum() == m.sum()
+    assert not shift_mask(m, 0, 9).any()  # moved off the slice
+    assert grow_mask(m, 1).sum() == 6 + 10 and grow_mask(m, -1).sum() == 0
+    assert np.array_equal(grow_mask(m, 0), m)
+
+
+def test_each_slice_is_prompted_once_with_the_original_masks_box_plus_margin():
+    backend = BrightInBoxBackend()
+    original = list(TRUTH) + [np.zeros_like(TRUTH[0])]  # a slice without the structure is not prompted
+    pics = pictures(TRUTH) + pictures([np.zeros_like(TRUTH[0])])
+    result = run(original, pics, backend)
+    assert len(backend.calls) == len(TRUTH)
+    box = backend.calls[4][1]  # slice 4: columns 19..49, rows 22..42; + 2 px, + 5 % of the grown box
+    assert np.allclose(box, [19 - 2 - 1.75, 22 - 2 - 1.25, 49 + 2 + 1.75, 42 + 2 + 1.25])
+    assert np.allclose(prompt_box(TRUTH[4], RefineSettings()), box)
+    assert sorted(result.model_masks) == list(range(len(TRUTH)))
+    assert result.choice[len(TRUTH)] == ORIGINAL and not result.masks[len(TRUTH)].any()
+
+
+def test_an_undegraded_original_is_trusted_and_comes_back_unchanged():
+    result = run(TRUTH)
+    assert result.check.trusted, result.check.describe()
+    assert abs(result.check.offset_px) < 0.5 and np.abs(result.check.measured_shift_yx).max() < 0.5
+    assert set(result.choice.values()) == {ORIGINAL}
+    assert all(np.array_equal(result.masks[i], TRUTH[i]) for i in range(len(TRUTH)))
+
+
+@pytest.mark.parametrize("degrade, grow_px, shift_yx", [
+    (lambda m: grow_mask(m, 2), -2, (0, 0)),
+    (lambda m: grow_mask(m, -2), 2, (0, 0)),
+    (lambda m: shift_mask(m, 0, 2), 0, (0, -2)),
+    (lambda m: shift_mask(m, -2, 0), 0, (2, 0)),
+])
+def test_a_uniformly_degraded_original_is_measured_and_corrected(degrade, grow_px, shift_yx):
+    original = [degrade(m) for m in TRUTH]
+    result = run(original)
+    assert (result.check.grow_px, result.check.shift_yx) == (grow_px, shift_yx), result.check.describe()
+    before, after = volume_dice(dict(enumerate(original))), volume_dice(result.masks)
+    assert after > 0.97 and after > before + 0.1, (before, after)
+
+
+def test_without_the_models_bias_a_dilated_original_would_be_read_as_right():
+    """The bias is what separates "the model's outline is 1 px outside, as always" from "the original is 1 px
+    too small": with model_bias_px 0, an undegraded original is grown by the fake's 1 px."""
+    result = run(TRUTH, settings=RefineSettings(model_bias_px=0.0))
+    assert result.check.grow_px == 1 and volume_dice(result.masks) < 0.95
+
+
+def test_a_slice_the_model_does_not_support_keeps_its_original():
+    original = [grow_mask(m, 2) for m in TRUTH]
+    original[4] = TRUTH[4].copy()  # this slice was right: shrinking it by 2 px would be wrong
+    result = run(original)
+    assert result.check.grow_px == -2
+    assert result.choice[4] == ORIGINAL and np.array_equal(result.masks[4], TRUTH[4])
+    assert all(result.choice[i] == CORRECTED for i in range(len(TRUTH)) if i != 4)
+    assert volume_dice(result.masks) > 0.97
+
+
+def test_leaks_into_a_neighbour_on_some_slices_do_not_move_a_right_original():
+    """The model leaks into a bright neighbour inside the box on a third of the slices (as LiteMedSAM leaks from the
+    liver into the stomach): points farther than the window from the other outline are left out of the fit."""
+    blob = np.zeros_like(TRUTH[0])
+    blob[21:24, 17:20] = True  # in slice 3..5's boxes (corner), 4+ px off the ellipse
+    extra = [blob if k in (3, 4, 5) else None for k in range(len(TRUTH))]
+    backend = BrightInBoxBackend()
+    result = run(TRUTH, pictures(TRUTH, extra), backend)
+    assert result.model_masks[4][22, 18], "the fake must leak into the blob for this test to mean anything"
+    assert result.check.trusted, result.check.describe()
+    assert all(np.array_equal(result.masks[i], TRUTH[i]) for i in range(len(TRUTH)))
+
+
+def test_a_model_that_finds_nothing_leaves_the_original_as_it_is():
+    dark = [np.full(m.shape + (3,), 10, np.uint8) for m in TRUTH]
+    result = run(TRUTH, dark)
+    assert result.check.trusted and all(np.array_equal(result.masks[i], TRUTH[i]) for i in range(len(TRUTH)))
+
+
+def test_an_empty_original_and_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="empty"):
+        run([np.zeros_like(m) for m in TRUTH])
+    with pytest.raises(ValueError, match="min_offset_px"):
+        run(TRUTH, settings=RefineSettings(min_offset_px=0))
+
+
+def test_check_structure_reads_a_pure_shift_as_a_shift():
+    model = {i: shift_mask(grow_mask(m, 1), 0, 3) for i, m in enumerate(TRUTH)}
+    check = check_structure(dict(enumerate(TRUTH)), model)
+    assert check.shift_yx == (0, 3) and check.grow_px == 0, check.describe()
+    assert abs(check.measured_shift_yx[1] - 3) < 0.6
+
+
+def test_a_slice_where_the_model_finds_nothing_keeps_its_original():
+    original = [grow_mask(m, 2) for m in TRUTH]
+    pics = pictures(TRUTH)
+    pics[4] = np.full_like(pics[4], 10)  # the model finds nothing on slice 4: no support for shrinking it
+    result = run(original, pics)
+    assert result.check.grow_px == -2 and not result.model_masks[4].any()
+    assert result.choice[4] == ORIGINAL and np.array_equal(result.masks[4], original[4])
