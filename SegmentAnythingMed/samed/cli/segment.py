@@ -20,6 +20,7 @@ from ..core.propagation import PropagationSettings
 from ..core.volume_session import VolumeSession, check_finite_slice, count_nonfinite
 from ..core.files import atomic_output
 from .outputs import check_output, wants_dicom_seg, write_dicom_seg_output
+from . import segment_provenance
 from .segment_keys import fill_from_key_slices, key_slice_prompts
 from .common import add_backend_options, add_intensity_options, backend_from_args, intensity_from_args, progress_bar
 
@@ -78,7 +79,11 @@ def add_parser(sub) -> None:
     r.add_argument("--reference", help="reference labelmap or .seg.nrrd on the same patient grid")
     r.add_argument("--reference-label", help="label value or segment name in --reference")
     r.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
-    r.add_argument("--report", help="write the metrics as JSON here")
+    r.add_argument("--report", help="write a JSON report here: the segment's measurements and provenance, and the "
+                                    "comparison with --reference when given")
+    p.add_argument("--continue", dest="continue_from", metavar="SEG.seg.nrrd",
+                   help="re-run a segmentation samed wrote: its recorded prompts, key slices and settings "
+                        "(provenance) on IMAGE, the image it was made on")
     add_backend_options(p)
     add_intensity_options(p)
     p.set_defaults(func=run)
@@ -95,6 +100,8 @@ def load_input(path: str, volume_index=None, series=None) -> Volume:
 
 
 def _cli_prompts(args, volume: Volume, np_axis: int) -> SlicePrompts:
+    if getattr(args, "continue_prompts", None) is not None:  # --continue with prompts that came from markups
+        return args.continue_prompts
     if args.markups:
         if args.box or args.point or args.exclude_point:
             raise PromptError("give prompts either as --markups or as --box/--point, not both")
@@ -120,11 +127,13 @@ def _cli_prompts(args, volume: Volume, np_axis: int) -> SlicePrompts:
 
 
 def run(args) -> int:
-    inputs = [args.image, args.reference, args.token_file, *args.markups]
+    inputs = [args.image, args.reference, args.token_file, *args.markups, args.continue_from]
     out = check_output(args.out, "--out", inputs, args.overwrite)
     if args.report:
         check_output(args.report, "--report", inputs + [args.out])
     volume = load_input(args.image, args.volume_index, args.series)
+    if args.continue_from:
+        segment_provenance.continue_from(args, volume)
     if wants_dicom_seg(out, args.dicom_seg):  # a DICOM SEG needs a DICOM source: said before the model loads
         from ..core.dicom_seg import check_dicom_seg_source
 
@@ -154,6 +163,7 @@ def run(args) -> int:
     session = VolumeSession(volume, backend, args.axis, intensity=intensity, max_cached_slices=4)
 
     t0 = time.perf_counter()
+    walk = None  # how the segment grew beyond the prompted slices, for its provenance
     with progress_bar(len(slice_prompts.prompts), "segment") as bar:
         preds = session.segment_slices(slice_prompts.prompts, progress=lambda d, n: bar.update(1))
     masks: Dict[int, np.ndarray] = {i: p.best for i, p in preds.items()}
@@ -161,6 +171,7 @@ def run(args) -> int:
         print(f"slice {i}: {int(p.best.sum())} px, score {p.best_score:.3f}")
     if len(args.box) > 1:
         masks = fill_from_key_slices(session, masks, args)
+        walk = {"mode": "key slices", "seeds": sorted(int(i) for i in slice_prompts.prompts)}
     elif args.propagate:
         seeds = slice_prompts.indices()
         seed = seeds[len(seeds) // 2]
@@ -175,6 +186,7 @@ def run(args) -> int:
                 result = session.propagate(seed, masks[seed], settings, progress=lambda d, n: bar.update(d - bar.n))
         for d, why in result.stopped.items():
             print(f"propagation {d}: stopped ({why})")
+        walk = {"mode": "walk", "seed": int(seed), "stopped": dict(result.stopped)}
         propagated = dict(result.masks)
         propagated.update(masks)  # slices the user prompted keep their own mask
         masks = propagated
@@ -185,17 +197,22 @@ def run(args) -> int:
     indices = sorted(masks)
     mask_volume = session.masks_to_volume(masks, consume=True)
     masks = dict.fromkeys(indices)
+    provenance = segment_provenance.run_provenance(
+        args, backend, volume, slice_prompts, intensity, indices, walk,
+        "markups" if args.markups or getattr(args, "continue_prompts", None) is not None else "cli")
     if wants_dicom_seg(out, args.dicom_seg):
         out.parent.mkdir(parents=True, exist_ok=True)
         write_dicom_seg_output(out, {name: mask_volume}, volume, backend, args.overwrite)
     else:
-        _write_output(out, name, mask_volume, volume, args.overwrite)
+        _write_output(out, name, mask_volume, volume, args.overwrite, segment_provenance.segment_tags(provenance))
     print(f"wrote {out} (segment {name!r}, {int(mask_volume.sum())} voxels) in {seconds:.1f} s")
 
-    if ref is not None:
-        report = _compare(mask_volume, ref, volume, sorted(masks), session, args.tolerance)
+    if ref is not None or args.report:
+        report = _compare(mask_volume, ref, volume, sorted(masks), session, args.tolerance) if ref is not None else {}
         report.update({"image": str(args.image), "segment": name, "output": str(out), "model": backend.model,
-                       "seconds": round(seconds, 3), "slices_segmented": sorted(int(i) for i in masks)})
+                       "seconds": round(seconds, 3), "slices_segmented": sorted(int(i) for i in masks),
+                       "segments": [{"name": name, "measurements": segment_provenance.measurements(
+                           mask_volume, volume, name, args.axis), "provenance": provenance.as_dict()}]})
         if args.report:
             Path(args.report).parent.mkdir(parents=True, exist_ok=True)
             with atomic_output(args.report) as tmp:
@@ -267,9 +284,10 @@ def _compare(mask_volume, ref, volume: Volume, indices, session: VolumeSession, 
             "segmented_slices": on_slices}
 
 
-def _write_output(out: Path, name: str, mask_volume: np.ndarray, volume: Volume, overwrite: bool) -> None:
+def _write_output(out: Path, name: str, mask_volume: np.ndarray, volume: Volume, overwrite: bool,
+                  tags=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    if str(out).lower().endswith(".seg.nrrd"):
-        io.write_segmentation(out, {name: mask_volume}, volume, overwrite=overwrite)
+    if str(out).lower().endswith(".seg.nrrd"):  # the segment's tags: its provenance (samed.core.provenance)
+        io.write_segmentation(out, {name: mask_volume}, volume, overwrite=overwrite, segment_tags={name: tags or {}})
     else:
         io.write_volume(volume.with_array(mask_volume.astype(np.uint8)), out, overwrite=overwrite)
