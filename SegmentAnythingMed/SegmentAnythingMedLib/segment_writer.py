@@ -158,10 +158,12 @@ def _modifier(target, slab: np.ndarray, offset, volume: Volume, segmentation_nod
     return modifier
 
 
-def write_masks(target, masks: Dict[int, np.ndarray], np_axis: int, volume: Volume, mode: str = "add") -> WriteReport:
+def write_masks(target, masks: Dict[int, np.ndarray], np_axis: int, volume: Volume, mode: str = "add",
+                provenance=None) -> WriteReport:
     """Write per-slice masks (slice index -> (H, W) bool along ``np_axis`` of ``volume``) into the selected segment.
 
-    One undo state is saved before the change, so one Undo takes the whole write back.
+    One undo state is saved before the change, so one Undo takes the whole write back (the segment's tags too).
+    ``provenance``: a :class:`samed.core.provenance.Provenance` stored as the segment's provenance tag.
     """
     if mode not in APPLY_MODES:
         raise BridgeError(f"unknown apply mode {mode!r}: use one of {', '.join(APPLY_MODES)}")
@@ -183,7 +185,33 @@ def write_masks(target, masks: Dict[int, np.ndarray], np_axis: int, volume: Volu
         target.modify_selected_segment(erase, "remove")
     if add is not None:
         target.modify_selected_segment(add, "add")
+    if provenance is not None:
+        set_segment_provenance(segmentation, check_target(target)[1], provenance)
     return WriteReport(sorted(masks), voxels, mode)
+
+
+def set_segment_provenance(segmentation_node, segment_id: str, provenance) -> None:
+    """Store ``provenance`` as the segment's ``SegmentAnythingMed.Provenance`` tag (``vtkSegment.SetTag``); Slicer
+    writes it to ``.seg.nrrd`` as ``Segment{N}_Tags``, and ``samed segment --continue`` reads it back."""
+    from samed.core.provenance import PROVENANCE_TAG
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    if segment is None:
+        raise BridgeError(f"segmentation {segmentation_node.GetName()!r} has no segment {segment_id!r}")
+    segment.SetTag(PROVENANCE_TAG, provenance.to_tag_value())
+
+
+def segment_provenance(segmentation_node, segment_id: str):
+    """The segment's :class:`samed.core.provenance.Provenance`, or None when it has none."""
+    import vtk
+
+    from samed.core.provenance import PROVENANCE_TAG, Provenance
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    value = vtk.reference("")
+    if segment is None or not segment.GetTag(PROVENANCE_TAG, value):
+        return None
+    return Provenance.from_tag_value(str(value))
 
 
 def _ensure_binary_labelmap(segmentation_node) -> None:

@@ -140,6 +140,28 @@ class Provenance:
                         "the grid the segment was made on", what, tolerance_mm)
 
 
+def provenance_of(backend, axis: str, prompts, volume, propagation_result=None, settings=None,
+                  tool: str = "3D Slicer, Segment Anything effect", prompt_source: str = "slicer") -> Provenance:
+    """A segment's provenance from what a session holds: ``prompts`` {slice index: Prompt}, the volume it was made
+    on, and the propagation's result (``seed_index``, ``masks``, ``stopped``) when it was propagated."""
+    from .. import __version__
+
+    model, engine = describe_backend(backend)
+    walk = None
+    if propagation_result is not None:
+        indices = sorted(getattr(propagation_result, "masks", {}) or {})
+        walk = {"mode": "walk", "seed": int(propagation_result.seed_index),
+                "stopped": dict(getattr(propagation_result, "stopped", {}) or {}),
+                "range": [int(indices[0]), int(indices[-1])] if indices else None}
+        if settings is not None:
+            walk["settings"] = {k: v for k, v in asdict(settings).items() if isinstance(v, (int, float, str))}
+    return Provenance(model=model, engine=engine, samed_version=__version__, axis=str(axis),
+                      prompts=[PromptRecord.from_prompt(i, p) for i, p in sorted(prompts.items())],
+                      propagation=walk, grid=grid_record(volume.shape_kji, volume.ijk_to_ras),
+                      image=str(volume.metadata.get("name")) if volume.metadata.get("name") else None,
+                      tool=tool, prompt_source=prompt_source)
+
+
 def grid_record(shape_kji: Sequence[int], ijk_to_ras) -> Dict[str, object]:
     return {"shape_kji": [int(n) for n in shape_kji[:3]],
             "ijk_to_ras": [[round(float(v), 6) for v in row] for row in np.asarray(ijk_to_ras, dtype=float)]}
