@@ -183,3 +183,88 @@ def test_a_slice_where_the_model_finds_nothing_keeps_its_original():
     result = run(original, pics)
     assert result.check.grow_px == -2 and not result.model_masks[4].any()
     assert result.choice[4] == ORIGINAL and np.array_equal(result.masks[4], original[4])
+
+
+# ---- samed refine as a user runs it: a real process, the real LiteMedSAM, real files -----------------------------
+@pytest.fixture(scope="module")
+def dilated_tumour(shared_data, tmp_path_factory):
+    """mr-brain-tumor and its tumour reference dilated by 2 px in each slice, written as a .seg.nrrd."""
+    from samed.core import io
+
+    folder = shared_data / "volumes" / "mr-brain-tumor"
+    image = folder / "image.nrrd"
+    volume = io.read_volume(image)
+    ref = io.resample_to(io.read_volume(folder / "label.nrrd"), volume).array == 1
+    dilated = np.stack([grow_mask(m, 2) for m in ref])
+    seg = tmp_path_factory.mktemp("refine") / "coarse.seg.nrrd"
+    io.write_segmentation(seg, {"tumor": dilated}, volume)
+    return image, seg, ref, dilated
+
+
+def _samed(*args):
+    from test_cli import samed
+
+    return samed(*args)
+
+
+def test_samed_refine_raises_the_dice_of_a_dilated_tumour_and_leaves_its_input_alone(dilated_tumour, tmp_path):
+    import hashlib
+
+    from samed.core import io
+
+    image, seg, ref, dilated = dilated_tumour
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (image, seg)}
+    out = tmp_path / "refined.seg.nrrd"
+    r = _samed("refine", image, "--segmentation", seg, "--label", "tumor", "--out", out, "--engine", "torch",
+               "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    print(r.stdout)
+    assert "tumor" in r.stdout and "corrected: grown by -" in r.stdout
+    refined = io.read_segmentation(out).segment_mask("tumor") > 0
+    assert refined.shape == ref.shape
+    d_before, d_after = dice(dilated, ref), dice(refined, ref)
+    assert d_after > d_before + 0.03, (d_before, d_after)
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (image, seg)} == before
+    again = _samed("refine", image, "--segmentation", seg, "--label", "tumor", "--out", out)
+    assert again.returncode == 2 and "--overwrite" in again.stderr, again.stderr  # no model run, nothing replaced
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--label", "liver"], "no segment"),
+    (["--label", "7"], "no segment"),
+    (["--out", "{seg}"], "never writes over its inputs"),
+    (["--out", "{tmp}/o.nrrd"], "ending in .seg.nrrd"),
+    (["--boxes", "{tmp}/boxes.csv"], "not allowed with argument --segmentation"),
+    (["--box-margin", "-1"], "box margins"),
+])
+def test_samed_refine_bad_input_ends_with_exit_2_and_a_clear_message(args, message, dilated_tumour, tmp_path):
+    image, seg, _, _ = dilated_tumour
+    args = [str(a).format(seg=seg, tmp=tmp_path) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "o.seg.nrrd")]
+    r = _samed("refine", image, "--segmentation", seg, *args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o.seg.nrrd").exists()
+
+
+def test_samed_refine_boxes_from_a_detectors_csv(dilated_tumour, tmp_path):
+    from samed.core import io
+    from samed.core.prompts import box_from_mask
+
+    image, _, ref, _ = dilated_tumour
+    slices = [int(k) for k in np.flatnonzero(ref.any(axis=(1, 2)))][:2]
+    rows = ["slice,x0,y0,x1,y1"] + [",".join(str(int(v)) for v in [k, *box_from_mask(ref[k], 2)]) for k in slices]
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("\n".join(rows) + "\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(rows[1] + "\n" + rows[1] + "\n")
+    r = _samed("refine", image, "--boxes", bad, "--out", tmp_path / "b.seg.nrrd")
+    assert r.returncode == 2 and "row 2: slice" in r.stderr and "one box per slice" in r.stderr, r.stderr
+    out = tmp_path / "detected.seg.nrrd"
+    r = _samed("refine", image, "--boxes", boxes, "--name", "tumour", "--out", out, "--engine", "torch",
+               "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    mask = io.read_segmentation(out).segment_mask("tumour") > 0
+    assert sorted(np.flatnonzero(mask.any(axis=(1, 2)))) == slices
+    assert dice(mask[slices], ref[slices]) > 0.7

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from .. import __version__
 
-SUBCOMMANDS = ("segment", "evaluate", "serve", "web")
+SUBCOMMANDS = ("segment", "refine", "evaluate", "serve", "web")
 
 
 class Terminated(KeyboardInterrupt):
@@ -46,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    from . import segment, evaluate
+    from . import segment, evaluate, refine
 
     segment.add_parser(sub)
+    refine.add_parser(sub)
     evaluate.add_parser(sub)
     try:
         from . import serve
