@@ -205,13 +205,24 @@ def _not_dicom(tmp, ct):
     return folder
 
 
+def _real_ct_with_a_far_slice(tmp, ct):
+    return DICOMDIR_TREE / "77654033" / "CT2"  # 3 slices 1.25 mm apart and one 200 mm away
+
+
+def _real_mr_mixed_orientations(tmp, ct):
+    return DICOMDIR_TREE / "98892003" / "MR700"
+
+
+def _real_tree_of_14_series(tmp, ct):
+    return DICOMDIR_TREE
+
+
 @pytest.mark.parametrize("make, message", [
     (_tilted, "gantry-tilted"), (_missing, "uneven slice spacing"), (_duplicate, "at the same position"),
     (_mixed_sizes, "mixes slice sizes"), (_non_image, "is not an image series"),
     (_no_pixels, "is not an image series"), (_multiframe, "multi-frame"), (_not_dicom, "holds no DICOM files"),
-    (lambda tmp, ct: DICOMDIR_TREE / "77654033" / "CT2", "uneven slice spacing"),  # real: a slice 200 mm away
-    (lambda tmp, ct: DICOMDIR_TREE / "98892003" / "MR700", "mixes slice orientations"),  # real
-    (lambda tmp, ct: DICOMDIR_TREE, "choose one with --series"),
+    (_real_ct_with_a_far_slice, "uneven slice spacing"), (_real_mr_mixed_orientations, "mixes slice orientations"),
+    (_real_tree_of_14_series, "choose one with --series"),
 ])
 def test_series_that_are_not_one_volume_are_refused_with_what_to_do(make, message, ct_abdomen, tmp_path):
     folder = make(tmp_path, ct_abdomen[0])
