@@ -169,7 +169,7 @@ def run(args) -> int:
     masks: Dict[int, np.ndarray] = {i: p.best for i, p in preds.items()}
     for i, p in sorted(preds.items()):
         print(f"slice {i}: {int(p.best.sum())} px, score {p.best_score:.3f}")
-    if len(args.box) > 1:
+    if len(args.box) > 1 or slice_prompts.key_slices:  # key slices: repeated --box/--slice, or several ROIs
         masks = fill_from_key_slices(session, masks, args)
         walk = {"mode": "key slices", "seeds": sorted(int(i) for i in slice_prompts.prompts)}
     elif args.propagate:

@@ -3,8 +3,14 @@
 - A point goes to the slice nearest to it along the slicing axis (its RAS position through the volume's
   RAS -> IJK matrix, any direction matrix), as an include point, or an exclude point when its list is an
   exclude list (name contains "exclude" or "negative").
-- An ROI becomes a box on every slice it crosses: the bounding box, in slice pixels, of the ROI's corners.
-  Its extent along the slicing axis is returned too: it limits propagation.
+- One ROI becomes a box on every slice it crosses: the bounding box, in slice pixels, of the ROI's corners.
+  Its extent along the slicing axis is returned too: it limits propagation (so an ROI on one slice gives that
+  slice only).
+- Several ROIs are *key slices* (issue 11): each must lie on one slice (an ROI thinner than a slice, e.g. a flat one
+  drawn on a slice: the slice its centres' plane is on, else the slice nearest its middle) and gives its box
+  there; ``SlicePrompts.key_slices`` is set and no ROI extent bounds anything (the slices between two keys are
+  filled from both, the walk may go beyond the outermost). Refused, as ambiguous: two ROIs on one slice, an ROI
+  that spans several slices among several ROIs (a bound or a box on each slice?), and point lists with them.
 Points that fall outside the volume raise a :class:`~samed.core.prompts.PromptError` naming the point.
 """
 from __future__ import annotations
@@ -23,6 +29,7 @@ from .prompts import Prompt, PromptError
 class SlicePrompts:
     prompts: Dict[int, Prompt] = field(default_factory=dict)
     roi_range: Optional[Tuple[int, int]] = None  # inclusive slice indices an ROI spans
+    key_slices: bool = False  # several ROIs, one box per key slice: fill between them (core.key_slices)
 
     def indices(self) -> List[int]:
         return sorted(self.prompts)
@@ -71,6 +78,8 @@ def prompts_from_markups(point_lists: Sequence, rois: Sequence, volume: Volume, 
                     f"volume: check that the markups were placed on this image")
             point = np.array([[x, y]])
             _add(out.prompts, index, exclude=point) if plist.exclude else _add(out.prompts, index, include=point)
+    if len(rois) > 1:
+        return _key_slice_rois(point_lists, rois, volume, np_axis)
     for roi in rois:
         box, first, last = roi_box_on_slices(np.asarray(roi.corners_ras()), volume, np_axis)
         for index in range(first, last + 1):
@@ -79,4 +88,26 @@ def prompts_from_markups(point_lists: Sequence, rois: Sequence, volume: Volume, 
         out.roi_range = (lo, hi)
     if not out.prompts:
         raise PromptError("the markups hold no points and no ROI")
+    return out
+
+
+def _key_slice_rois(point_lists: Sequence, rois: Sequence, volume: Volume, np_axis: int) -> SlicePrompts:
+    """Several ROIs: one box per key slice (see the module docstring), or a PromptError saying what to change."""
+    if any(len(np.asarray(p.points_ras).reshape(-1, 3)) for p in point_lists):
+        raise PromptError(f"{len(rois)} ROIs are boxes on key slices: give no point lists with them (points go with "
+                          f"a single ROI), or give the points and one ROI in separate runs")
+    out, names = SlicePrompts(key_slices=True), {}
+    for roi in rois:
+        name = getattr(roi, "name", "ROI")
+        box, first, last = roi_box_on_slices(np.asarray(roi.corners_ras()), volume, np_axis)
+        if first != last:
+            raise PromptError(f"ROI {name!r} spans slices {first}..{last}: with several ROIs each is a box on one key "
+                              f"slice; make it thinner than a slice (its size across the slices below the slice "
+                              f"spacing), or give an ROI that spans slices on its own (its extent then bounds "
+                              f"propagation)")
+        if first in names:
+            raise PromptError(f"ROIs {names[first]!r} and {name!r} both lie on slice {first}: give one box per key "
+                              f"slice (remove one, or move it to another slice)")
+        names[first] = name
+        out.prompts[first] = Prompt(box_xy=box)
     return out
