@@ -165,3 +165,50 @@ def test_continue_refuses_a_seg_without_provenance_another_grid_and_extra_prompt
     r = samed("segment", "--continue", out, ct, "--box", "1,1,9,9", "--slice", "3", "--out", tmp / "x.seg.nrrd")
     assert r.returncode == 2 and "give no --box" in r.stderr, r.stderr
     assert not (tmp / "x.seg.nrrd").exists()
+
+
+def test_continue_gives_markup_prompts_back_as_they_were_on_their_slices(tmp_path, ctchest):
+    """Prompts that came from markups (points on two slices, an ROI's range) cannot be spelled as --box/--point:
+    --continue hands them to the run as recorded (no model needed to check the mapping)."""
+    import argparse
+
+    from samed.cli.segment_provenance import continue_from
+
+    ct_path, _ = ctchest
+    ct, box, _ = ct_masks()
+    prov = _provenance(prompt_source="markups", roi_range=[18, 23], axis="coronal",
+                       grid={"shape_kji": list(ct.shape_kji), "ijk_to_ras": ct.ijk_to_ras.tolist()},
+                       intensity={"intensity": "window", "window": 1500.0, "level": -600.0, "modality": None},
+                       propagation={"mode": "walk", "seed": 20, "settings": {"propagate": True, "max_slices": 4,
+                                                                             "min_score": 0.3, "evil": "x"}})
+    seg = io.write_segmentation(tmp_path / "m.seg.nrrd", {"nodule": box}, ct,
+                                segment_tags={"nodule": {PROVENANCE_TAG: prov.to_tag_value()}})
+    args = argparse.Namespace(continue_from=str(seg), image=str(ct_path), box=[], point=[], exclude_point=[],
+                              markups=[], slice=[], name=None, axis="axial", model="x", propagate=False,
+                              max_slices=None, min_score=0.5, intensity="auto", window=None, level=None,
+                              modality=None)
+    continue_from(args, io.read_volume(ct_path))
+    assert (args.axis, args.model, args.name, args.propagate, args.max_slices, args.min_score) == (
+        "coronal", "litemedsam", "nodule", True, 4, 0.3)
+    assert not hasattr(args, "evil") and (args.intensity, args.window, args.level) == ("window", 1500.0, -600.0)
+    sp = args.continue_prompts
+    assert sp.indices() == [20, 22] and sp.roi_range == (18, 23)
+    np.testing.assert_array_equal(sp.prompts[20].box_xy, [55, 36, 106, 98])
+    np.testing.assert_array_equal(sp.prompts[22].include_points_xy, [[70.5, 60.0]])
+    np.testing.assert_array_equal(sp.prompts[22].exclude_points_xy, [[1.0, 2.0]])
+
+
+def test_continue_re_runs_key_slices(ctchest, tmp_path):
+    """Two key slices (boxes on slices 18 and 22, the slices between filled): --continue gives the same voxels."""
+    ct, _ = ctchest
+    out, again = tmp_path / "keys.seg.nrrd", tmp_path / "keys2.seg.nrrd"
+    r = samed("segment", ct, "--slice", "18", "--box", "55,36,106,98", "--slice", "22", "--box", "55,36,106,98",
+              "--intensity", "minmax", "--out", out)
+    assert r.returncode == 0, r.stderr
+    prov = read_segment_provenance(io.read_segmentation(out))
+    assert [p.slice for p in prov.prompts] == [18, 22] and prov.propagation["mode"] == "key slices"
+    assert prov.propagation["range"] == [18, 22]
+    r = samed("segment", "--continue", out, ct, "--out", again)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(io.read_segmentation(out).segment_mask("Segment_1"),
+                          io.read_segmentation(again).segment_mask("Segment_1"))
