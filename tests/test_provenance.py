@@ -179,17 +179,18 @@ def test_continue_gives_markup_prompts_back_as_they_were_on_their_slices(tmp_pat
     prov = _provenance(prompt_source="markups", roi_range=[18, 23], axis="coronal",
                        grid={"shape_kji": list(ct.shape_kji), "ijk_to_ras": ct.ijk_to_ras.tolist()},
                        intensity={"intensity": "window", "window": 1500.0, "level": -600.0, "modality": None},
-                       propagation={"mode": "walk", "seed": 20, "settings": {"propagate": True, "max_slices": 4,
+                       propagation={"mode": "walk", "seed": 20, "settings": {"max_slices": 4, "box_margin_px": 3.0,
                                                                              "min_score": 0.3, "evil": "x"}})
     seg = io.write_segmentation(tmp_path / "m.seg.nrrd", {"nodule": box}, ct,
                                 segment_tags={"nodule": {PROVENANCE_TAG: prov.to_tag_value()}})
     args = argparse.Namespace(continue_from=str(seg), image=str(ct_path), box=[], point=[], exclude_point=[],
                               markups=[], slice=[], name=None, axis="axial", model="x", propagate=False,
-                              max_slices=None, min_score=0.5, intensity="auto", window=None, level=None,
+                              max_slices=None, min_score=0.5, box_margin=2.0, intensity="auto", window=None, level=None,
                               modality=None)
     continue_from(args, io.read_volume(ct_path))
     assert (args.axis, args.model, args.name, args.propagate, args.max_slices, args.min_score) == (
         "coronal", "litemedsam", "nodule", True, 4, 0.3)
+    assert args.box_margin == 3.0  # PropagationSettings' box_margin_px (a record made in Slicer) is --box-margin
     assert not hasattr(args, "evil") and (args.intensity, args.window, args.level) == ("window", 1500.0, -600.0)
     sp = args.continue_prompts
     assert sp.indices() == [20, 22] and sp.roi_range == (18, 23)

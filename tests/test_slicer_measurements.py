@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import slicer
 import vtk
 
 from slicer_scenes import LPS, ThresholdBackend, add_segmentation, add_volume, ellipsoid, slicer_env  # noqa: F401

@@ -62,7 +62,11 @@ def continue_from(args, volume: Volume) -> Provenance:
         raise ProvenanceError(f"--continue {path}: its provenance records no prompts to start from")
     args.axis = prov.axis
     args.model = prov.model
-    for k, v in ((prov.propagation or {}).get("settings") or {}).items():
+    walk = prov.propagation or {}
+    if walk.get("mode") == "walk":  # a record from Slicer has no "propagate" option: its walk says it
+        args.propagate = True
+    for k, v in (walk.get("settings") or {}).items():
+        k = {"box_margin_px": "box_margin"}.get(k, k)  # core.propagation.PropagationSettings' name of the option
         if k in SETTING_OPTIONS:
             setattr(args, k, v)
     for k in INTENSITY_OPTIONS:
