@@ -5,7 +5,7 @@ and CR series from real scanners, pixels cut to 16x16: ``98892001/CT5N`` is a 5-
 slice 200 mm away from the rest, ``98892003/MR700`` an MR whose slices have different orientations, ``TINY_ALPHA`` a CT
 series without pixel data), ``CT_small.dcm`` (one CT slice) and ``rtdose.dcm`` (a 15-frame object). Geometry cases
 are written here from the shared volumes with pydicom (oblique direction, non-square pixels, shuffled files, gantry
-tilt, a missing slice, a duplicate). The SEG is validated by dicom3tools' ``dciodvfy`` (Debian package dicom3tools;
+tilt, a missing slice, a duplicate) and an Enhanced CT made from one by highdicom's legacy converter. The SEG is validated by dicom3tools' ``dciodvfy`` (Debian package dicom3tools;
 installed by scripts/setup.sh --test, and here when missing and apt-get is there).
 """
 from __future__ import annotations
@@ -290,6 +290,67 @@ def test_intensity_auto_follows_the_header_modality(ct_abdomen, tmp_path):
     args = argparse.Namespace(intensity="auto", modality=None, window=None, level=None)
     assert intensity_from_args(args, volume.array, volume.metadata["modality"]).mode == "ct"
     assert intensity_from_args(args, volume.array).mode == "percentile"  # without the header it would guess
+
+
+def enhanced_ct(folder: Path, files) -> Path:
+    """One Enhanced CT file made from a classic series by highdicom's legacy converter (frames in its order)."""
+    import highdicom as hd
+
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage([pydicom.dcmread(f) for f in files], hd.UID(), 5, hd.UID(),
+                                                        1)
+    folder.mkdir(parents=True)
+    enhanced.save_as(folder / "enhanced.dcm")
+    return folder / "enhanced.dcm"
+
+
+def test_enhanced_ct_reads_as_the_classic_series_it_was_converted_from(ct_abdomen, tmp_path):
+    row, col = oblique_dirs()
+    files = write_series(tmp_path / "classic", ct_abdomen[0].array[5:12, 10:50, 20:70], origin=(3, 4, 5),
+                         row_dir=row, col_dir=col, pixel_spacing=(0.7, 1.3), step=2.0 * np.cross(row, col))
+    classic = io.read_volume(tmp_path / "classic")
+    enhanced_file = enhanced_ct(tmp_path / "enhanced", files)
+    assert int(pydicom.dcmread(enhanced_file).NumberOfFrames) == 7
+    volume = io.read_volume(tmp_path / "enhanced")
+    assert volume.metadata["modality"] == "CT" and volume.metadata["dicom"]["multiframe"]
+    assert volume.metadata["rescale"][1] == -1024
+    # the same voxels at the same places in the patient (the converter stores the frames in its own order)
+    assert np.array_equal(io.resample_to(volume, classic).array, classic.array)
+    assert np.allclose(np.abs(volume.spacing_ijk), classic.spacing_ijk, atol=1e-4)
+
+
+def test_enhanced_ct_whose_frames_are_not_in_slice_order_is_refused(ct_abdomen, tmp_path):
+    files = write_series(tmp_path / "classic", ct_abdomen[0].array[5:11, 10:40, 20:50])
+    path = enhanced_ct(tmp_path / "enhanced", files)
+    ds = pydicom.dcmread(path)
+    frames = ds.PerFrameFunctionalGroupsSequence
+    p1, p4 = (frames[i].PlanePositionSequence[0].ImagePositionPatient for i in (1, 4))
+    frames[1].PlanePositionSequence[0].ImagePositionPatient = list(p4)
+    frames[4].PlanePositionSequence[0].ImagePositionPatient = list(p1)
+    ds.save_as(path)
+    r = samed("segment", path.parent, "--box", "1,1,9,9", "--slice", "0", "--out", tmp_path / "o.seg.nrrd")
+    assert r.returncode == 2 and "not stored in slice order" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_seg_on_an_enhanced_ct_validates_and_reads_back_frame_by_frame(ct_abdomen, tmp_path):
+    from samed.core.dicom_seg import read_dicom_seg, write_dicom_seg
+
+    files = write_series(tmp_path / "classic", ct_abdomen[0].array[5:12, 10:50, 20:70], pixel_spacing=(0.9, 0.6))
+    volume = io.read_volume(enhanced_ct(tmp_path / "enhanced", files).parent)
+    mask = np.zeros(volume.shape_kji, bool)
+    mask[1:5, 5:20, 10:30] = True
+    mask[6, 0:3, 0:3] = True
+    out = write_dicom_seg(tmp_path / "seg.dcm", {"spleen": mask}, volume, model="litemedsam", engine="torch")
+    errors, warnings = dciodvfy(out)
+    print("dciodvfy warnings:", warnings)
+    assert not errors, errors
+    assert np.array_equal(read_dicom_seg(out, volume)["spleen"], mask)
+    seg, source = pydicom.dcmread(out), pydicom.dcmread(volume.metadata["dicom"]["files"][0])
+    for frame in seg.PerFrameFunctionalGroupsSequence:  # each SEG frame sits where its source frame is
+        reference = frame.DerivationImageSequence[0].SourceImageSequence[0]
+        n = int(reference.ReferencedFrameNumber)
+        where = source.PerFrameFunctionalGroupsSequence[n - 1].PlanePositionSequence[0].ImagePositionPatient
+        assert np.allclose([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient],
+                           [float(v) for v in where], atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- SEG out

@@ -91,7 +91,7 @@ def write_dicom_seg(path, masks: Mapping[str, np.ndarray], volume: Volume, *, mo
     """Write ``masks`` ({segment name: bool array [k, j, i] on ``volume``'s grid}) as a DICOM SEG at ``path``.
 
     ``volume`` must come from :func:`samed.core.dicom_series.read_dicom_series`: its k-th slice is the k-th of
-    ``volume.metadata['dicom']['files']``. ``parameters``: more algorithm parameters (text) recorded with the
+    ``volume.metadata['dicom']['files']`` (or, for one enhanced multi-frame file, its k-th frame). ``parameters``: more algorithm parameters (text) recorded with the
     model and engine."""
     import highdicom as hd
     import pydicom
@@ -157,5 +157,9 @@ def read_dicom_seg(path, volume: Volume) -> Dict[str, np.ndarray]:
     uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in volume.metadata["dicom"]["files"]]
     seg = hd.seg.segread(str(path))
     numbers = [int(d.SegmentNumber) for d in seg.SegmentSequence]
-    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=numbers)
+    if volume.metadata["dicom"].get("multiframe"):  # one enhanced source: its frames are the volume's k slices
+        pixels = seg.get_pixels_by_source_frame(source_sop_instance_uid=uids[0], segment_numbers=numbers,
+                                                source_frame_numbers=list(range(1, volume.shape_kji[0] + 1)))
+    else:
+        pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=numbers)
     return {str(d.SegmentLabel): pixels[..., n].astype(bool) for n, d in enumerate(seg.SegmentSequence)}

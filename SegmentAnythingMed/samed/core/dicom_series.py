@@ -8,8 +8,9 @@ direction come from the headers (Image Position / Orientation (Patient), Pixel S
 Refused, each with what to do: a folder with several series and no ``series`` chosen (they are listed), a series of
 non-image objects (SEG, SR, RT structures, presentation states...), slices of different size or orientation, two
 slices at the same position (a duplicate file or two acquisitions in one series), uneven slice spacing (missing
-slices), gantry tilt (slices sheared along the table), and multi-frame objects (enhanced CT/MR, one file holding a
-whole volume): samed reads classic one-slice-per-file series only.
+slices), gantry tilt (slices sheared along the table), and multi-frame objects other than one enhanced CT/MR/PET
+file whose frames (per-frame plane positions) form one evenly spaced stack in slice order: SimpleITK reads such a
+file in frame order, and the frames' positions are checked like a classic series' slices.
 
 Dependencies: pydicom and SimpleITK, imported inside the functions.
 """
@@ -152,33 +153,41 @@ def read_dicom_series(path, series: Optional[str] = None) -> Volume:
     if not chosen.is_image:
         raise DicomSeriesError(f"series {chosen.describe()} in {path} is not an image series; choose an image "
                                f"series with --series UID (listed when --series is left out)")
-    order = _check_and_order(chosen, path)
-    files = [chosen.files[i] for i in order]
-    headers = [chosen.headers[i] for i in order]
-    image = _read_with_simpleitk(files, path)
+    enhanced = len(chosen.files) == 1 and int(chosen.headers[0].get("NumberOfFrames", 1) or 1) > 1
+    if enhanced:  # one enhanced CT/MR/PET file: GDCM reads its frames in stored order
+        positions = _check_enhanced(chosen, path)
+        files, headers = chosen.files, chosen.headers
+    else:
+        order = _check_and_order(chosen, path)
+        files = [chosen.files[i] for i in order]
+        headers = [chosen.headers[i] for i in order]
+        positions = [_vector(ds, "ImagePositionPatient", 3) for ds in headers]
+    image = _read_with_simpleitk(files, path, enhanced)
     first = headers[0]
-    rescale = (float(first.get("RescaleSlope", 1) or 1), float(first.get("RescaleIntercept", 0) or 0),
-               str(first.get("RescaleType", "HU" if chosen.modality == "CT" else "US")))
+    shared = first.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in first else {}
+    lut = shared["PixelValueTransformationSequence"][0] if "PixelValueTransformationSequence" in shared else first
+    rescale = (float(lut.get("RescaleSlope", 1) or 1), float(lut.get("RescaleIntercept", 0) or 0),
+               str(lut.get("RescaleType", "HU" if chosen.modality == "CT" else "US")))
     from .io import _volume_from_sitk  # the same RAS conversion as every other volume
 
     volume = _volume_from_sitk(image)
-    _check_geometry(volume, headers, path)
+    _check_geometry(volume, positions, path)
     volume.metadata.update({
         "path": str(path), "modality": chosen.modality, "rescale": rescale,
         "dicom": {"series_uid": chosen.uid, "files": [str(f) for f in files],
                   "study_uid": str(first.get("StudyInstanceUID", "")),
                   "frame_of_reference_uid": str(first.get("FrameOfReferenceUID", "")),
-                  "description": chosen.description}})
+                  "description": chosen.description, "multiframe": enhanced}})
     return volume
 
 
-def _read_with_simpleitk(files: Sequence[Path], path):
+def _read_with_simpleitk(files: Sequence[Path], path, enhanced: bool = False):
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in files])
     try:
-        return reader.Execute()
+        return sitk.ReadImage(str(files[0])) if enhanced else reader.Execute()
     except RuntimeError as e:
         last = str(e).strip().splitlines()[-1] if str(e).strip() else str(e)
         raise DicomSeriesError(f"cannot read the DICOM series in {path}: {last} (a compressed transfer syntax "
@@ -198,9 +207,10 @@ def _check_and_order(s: DicomSeries, path) -> List[int]:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
             raise DicomSeriesError(
-                f"{f} is a multi-frame object ({frames} frames, {_sop_class_name(str(ds.get('SOPClassUID', '')))}): "
-                f"samed reads classic series of one slice per file; convert it first (e.g. dcmtk's or "
-                f"highdicom's legacy converters, or dcm2niix to .nii.gz) and give the result")
+                f"{f} is a multi-frame object ({frames} frames, {_sop_class_name(str(ds.get('SOPClassUID', '')))}) "
+                f"in a series of {len(s.files)} files: samed reads a classic series (one slice per file) or one "
+                f"enhanced CT/MR/PET file with its plane positions; convert it first (e.g. dcm2niix to .nii.gz) "
+                f"and give the result")
     sizes = {(int(ds.Rows), int(ds.Columns)) for ds in s.headers}
     if len(sizes) > 1:
         raise DicomSeriesError(f"series {s.uid} in {path} mixes slice sizes {sorted(sizes)}: it is not one volume; "
@@ -209,14 +219,21 @@ def _check_and_order(s: DicomSeries, path) -> List[int]:
         return [0]
     orientations = [_vector(ds, "ImageOrientationPatient", 6) for ds in s.headers]
     positions = [_vector(ds, "ImagePositionPatient", 3) for ds in s.headers]
-    missing = [f.name for f, o, p in zip(s.files, orientations, positions) if o is None or p is None]
+    tilt = float(s.headers[0].get("GantryDetectorTilt", 0) or 0)
+    return _order_slices(positions, orientations, [f.name for f in s.files], f"series {s.uid} in {path}", tilt)
+
+
+def _order_slices(positions, orientations, names: Sequence[str], where: str, tilt_tag: float = 0.0) -> List[int]:
+    """Slice order along the normal of slices at ``positions`` (LPS mm) with ``orientations`` (row, column
+    directions); refuses missing geometry, mixed orientations, duplicates, gantry tilt and uneven spacing."""
+    missing = [n for n, o, p in zip(names, orientations, positions) if o is None or p is None]
     if missing:
-        raise DicomSeriesError(f"series {s.uid} in {path}: {len(missing)} file(s) lack Image Position/Orientation "
-                               f"(Patient), e.g. {missing[0]}: without them the slices cannot be stacked; give a "
-                               f"CT/MR series with patient geometry")
+        raise DicomSeriesError(f"{where}: {len(missing)} slice(s) lack Image Position/Orientation (Patient), e.g. "
+                               f"{missing[0]}: without them the slices cannot be stacked; give a CT/MR series with "
+                               f"patient geometry")
     if any(not np.allclose(o, orientations[0], atol=1e-4) for o in orientations):
-        raise DicomSeriesError(f"series {s.uid} in {path} mixes slice orientations (a localizer or several "
-                               f"stacks in one series): keep only the slices of one stack in the folder")
+        raise DicomSeriesError(f"{where} mixes slice orientations (a localizer or several stacks in one series): "
+                               f"keep only the slices of one stack in the folder")
     row, col = orientations[0][:3], orientations[0][3:]
     normal = np.cross(row, col)
     along = np.array([float(p @ normal) for p in positions])
@@ -224,42 +241,74 @@ def _check_and_order(s: DicomSeries, path) -> List[int]:
     steps = np.diff(along[order])
     dup = np.nonzero(steps < 1e-3)[0]
     if dup.size:
-        a, b = s.files[order[dup[0]]].name, s.files[order[dup[0] + 1]].name
-        raise DicomSeriesError(f"series {s.uid} in {path}: {a} and {b} are at the same position "
-                               f"({along[order[dup[0]]]:.2f} mm along the slice normal): a duplicate file, or "
-                               f"several acquisitions/echoes/phases in one series; remove the duplicates or keep one "
-                               f"acquisition in the folder")
+        a, b = names[order[dup[0]]], names[order[dup[0] + 1]]
+        raise DicomSeriesError(f"{where}: {a} and {b} are at the same position ({along[order[dup[0]]]:.2f} mm along "
+                               f"the slice normal): a duplicate file, or several acquisitions/echoes/phases in one "
+                               f"series; remove the duplicates or keep one acquisition in the folder")
     shift = np.diff(np.asarray([positions[i] for i in order]), axis=0)
     off_normal = np.linalg.norm(shift - np.outer(shift @ normal, normal), axis=1) / np.abs(shift @ normal)
-    tilt_tag = float(s.headers[0].get("GantryDetectorTilt", 0) or 0)
     if off_normal.max() > TILT_TOLERANCE:
         angle = float(np.degrees(np.arctan(off_normal.max())))
-        raise DicomSeriesError(f"series {s.uid} in {path} is gantry-tilted: slices are sheared {angle:.2f} deg from "
-                               f"their normal (Gantry/Detector Tilt {tilt_tag:g} deg); samed needs a rectilinear "
-                               f"grid: resample it first (Slicer's DICOM module with acquisition geometry "
-                               f"regularization, or dcm2niix, which corrects tilt) and give the .nii.gz/.nrrd")
+        raise DicomSeriesError(f"{where} is gantry-tilted: slices are sheared {angle:.2f} deg from their normal "
+                               f"(Gantry/Detector Tilt {tilt_tag:g} deg); samed needs a rectilinear grid: resample "
+                               f"it first (Slicer's DICOM module with acquisition geometry regularization, or "
+                               f"dcm2niix, which corrects tilt) and give the .nii.gz/.nrrd")
     median = float(np.median(steps))
     uneven = np.nonzero(np.abs(steps - median) > SPACING_TOLERANCE * median)[0]
     if uneven.size:
         i = int(uneven[0])
-        a, b = s.files[order[i]].name, s.files[order[i + 1]].name
-        raise DicomSeriesError(f"series {s.uid} in {path} has uneven slice spacing: {median:.3g} mm, but "
-                               f"{steps[i]:.3g} mm between {a} and {b} ({uneven.size} gap(s); missing slices?): "
-                               f"get the complete series (or resample it to a regular grid) and try again")
+        a, b = names[order[i]], names[order[i + 1]]
+        raise DicomSeriesError(f"{where} has uneven slice spacing: {median:.3g} mm, but {steps[i]:.3g} mm between "
+                               f"{a} and {b} ({uneven.size} gap(s); missing slices?): get the complete series (or "
+                               f"resample it to a regular grid) and try again")
     return order
 
 
-def _check_geometry(volume: Volume, headers, path) -> None:
+def _frame_geometry(ds):
+    """(positions, orientations) of an enhanced object's frames from its functional groups (per-frame or shared)."""
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+
+    def item(frame, keyword, attribute, n):
+        for groups in (frame, shared):
+            if groups is not None and keyword in groups:
+                return _vector(groups[keyword][0], attribute, n)
+        return None
+
+    frames = ds.PerFrameFunctionalGroupsSequence
+    return ([item(f, "PlanePositionSequence", "ImagePositionPatient", 3) for f in frames],
+            [item(f, "PlaneOrientationSequence", "ImageOrientationPatient", 6) for f in frames])
+
+
+def _check_enhanced(s: DicomSeries, path) -> List:
+    """Frame positions (LPS) of a one-file enhanced series, in frame order; raises unless the frames are one evenly
+    spaced stack in slice order (SimpleITK stacks them in frame order)."""
+    ds, f = s.headers[0], s.files[0]
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if "PerFrameFunctionalGroupsSequence" not in ds or len(ds.PerFrameFunctionalGroupsSequence) != frames:
+        raise DicomSeriesError(f"{f} is a multi-frame object ({frames} frames, {_sop_class_name(s.sop_class)}) "
+                               f"without per-frame plane positions: samed cannot place its frames; convert it "
+                               f"(e.g. dcm2niix to .nii.gz) and give the result")
+    positions, orientations = _frame_geometry(ds)
+    order = _order_slices(positions, orientations, [f"frame {i + 1}" for i in range(frames)], f"{f}")
+    if order not in (list(range(frames)), list(range(frames))[::-1]):
+        raise DicomSeriesError(f"{f}: its frames are not stored in slice order (several stacks, phases or an "
+                               f"interleaved acquisition?): convert it (e.g. dcm2niix to .nii.gz) and give the result")
+    return positions
+
+
+def _check_geometry(volume: Volume, positions, path) -> None:
     """The volume's k step must be the headers' slice step (SimpleITK takes the files' order as given)."""
-    if len(headers) < 2:
+    if len(positions) < 2:
         return
-    p0 = np.asarray([float(v) for v in headers[0].ImagePositionPatient])
-    p1 = np.asarray([float(v) for v in headers[-1].ImagePositionPatient])
-    expected = (p1 - p0) / (len(headers) - 1)
+    p0, p1 = np.asarray(positions[0], float), np.asarray(positions[-1], float)
+    expected = (p1 - p0) / (len(positions) - 1)
     lps_k = np.diag([-1.0, -1.0, 1.0]) @ volume.ijk_to_ras[:3, 2]
-    if not np.allclose(lps_k, expected, atol=1e-3 * max(1.0, float(np.linalg.norm(expected)))):
-        raise DicomSeriesError(f"the DICOM series in {path} was read with a slice step {lps_k} mm that differs from "
-                               f"its headers' {expected} mm: please report this with the series")
+    origin = np.diag([-1.0, -1.0, 1.0]) @ volume.ijk_to_ras[:3, 3]
+    tolerance = 1e-3 * max(1.0, float(np.linalg.norm(expected)))
+    if not (np.allclose(lps_k, expected, atol=tolerance) and np.allclose(origin, p0, atol=1e-2)):
+        raise DicomSeriesError(f"the DICOM series in {path} was read with a slice step {lps_k} mm from {origin} that "
+                               f"differs from its headers' {expected} mm from {p0}: please report this with the "
+                               f"series")
 
 
 def volume_is_dicom(volume: Volume) -> bool:
