@@ -105,7 +105,7 @@ def first_run(ctchest, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prov")
     out, report = tmp / "lung.seg.nrrd", tmp / "lung.json"
     r = samed("segment", ct, "--slice", "20", "--box", "55,36,106,98", "--propagate", "--max-slices", "3",
-              "--intensity", "minmax", "--name", "right lung", "--out", out, "--report", report)
+              "--intensity", "minmax", "--modality", "CT", "--name", "right lung", "--out", out, "--report", report)
     assert r.returncode == 0, r.stderr
     return ct, out, json.loads(report.read_text()), tmp
 
@@ -131,6 +131,9 @@ def test_segment_records_its_provenance_and_measurements(first_run):
     assert 17 <= m["recist_slice"] <= 23 and m["recist_long_axis_mm"] >= m["recist_short_axis_mm"] > 0
     assert m["max_diameter_mm"] >= m["recist_long_axis_mm"]
     assert m["intensity_min"] <= m["intensity_mean"] <= m["intensity_max"] and m["surface_area_mm2"] > 0
+    assert m["intensity_unit"] == "HU"  # --modality CT
+    ct_voxels = io.read_volume(ct).array[mask]
+    assert (m["intensity_mean"], m["intensity_min"]) == (pytest.approx(ct_voxels.mean()), ct_voxels.min())
 
 
 def test_continue_re_runs_the_recorded_prompts_to_the_same_voxels(first_run):

@@ -64,7 +64,8 @@ def add_parser(sub) -> None:
                    help="slice index along --axis (0 for a 2D picture); one per --box")
     g.add_argument("--axis", default="axial", choices=AXIS_NAMES, help="slicing axis (default axial)")
     g.add_argument("--markups", action="append", default=[], metavar="FILE.mrk.json",
-                   help="Slicer point lists / ROIs in RAS (repeatable); lists named *exclude*/*negative* exclude")
+                   help="Slicer point lists / ROIs in RAS (repeatable); lists named *exclude*/*negative* exclude; "
+                        "several ROIs: one box per key slice, each ROI on one slice (like repeated --box/--slice)")
     pr = p.add_argument_group("propagation")
     pr.add_argument("--propagate", action="store_true", help="propagate from the prompted slice in both directions")
     pr.add_argument("--max-slices", type=int, default=None, help="at most this many slices each way")
@@ -212,7 +213,7 @@ def run(args) -> int:
         report.update({"image": str(args.image), "segment": name, "output": str(out), "model": backend.model,
                        "seconds": round(seconds, 3), "slices_segmented": sorted(int(i) for i in masks),
                        "segments": [{"name": name, "measurements": segment_provenance.measurements(
-                           mask_volume, volume, name, args.axis), "provenance": provenance.as_dict()}]})
+                           mask_volume, volume, name, args.axis, args.modality), "provenance": provenance.as_dict()}]})
         if args.report:
             Path(args.report).parent.mkdir(parents=True, exist_ok=True)
             with atomic_output(args.report) as tmp:

@@ -86,5 +86,8 @@ def continue_from(args, volume: Volume) -> Provenance:
     return prov
 
 
-def measurements(mask_volume, volume: Volume, name: str, axis: str) -> Dict[str, object]:
-    return measure(mask_volume, volume, name, axis=axis, intensity_unit=intensity_unit_of(volume)).as_dict()
+def measurements(mask_volume, volume: Volume, name: str, axis: str,
+                 modality: Optional[str] = None) -> Dict[str, object]:
+    """The segment's measurements; intensities in HU when the image is CT (its DICOM Modality, or --modality CT)."""
+    unit = intensity_unit_of(volume) or ("HU" if str(modality or "").upper() == "CT" else None)
+    return measure(mask_volume, volume, name, axis=axis, intensity_unit=unit).as_dict()
