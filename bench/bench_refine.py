@@ -5,7 +5,8 @@ For each structure and degradation: the 3D Dice of the degraded reference ("befo
 ("after"), of the model's own masks on the same slices ("model", for context: what taking the model's outline
 would give), and what the per-structure check decided. Degradations of the reference, in each axial slice unless
 said otherwise: ``none``; ``dilate`` / ``erode`` by 2 px (4-connected steps); ``shift`` by 2 voxels along the
-columns; ``downsample``: every second voxel along each of the three axes, then each repeated twice (nearest).
+columns; ``downsample``: every second voxel along each of the three axes, then each repeated twice (nearest), as a
+tool that segments on a coarser grid returns it (refine interpolates such a segmentation linearly first).
 
     nice -n 10 python bench/bench_refine.py [--engine auto|torch] [--only WORD ...]
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT / "SegmentAnythingMed"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_key_slices import load  # noqa: E402
-from samed.core.refine import CORRECTED, dice, grow_mask, refine_structure, shift_mask  # noqa: E402
+from samed.core.refine import CORRECTED, dice, grow_mask, refine_mask, shift_mask  # noqa: E402
 from samed.core.volume_session import VolumeSession  # noqa: E402
 
 STRUCTURES = [  # (name, volume folder, label value)
@@ -93,18 +94,18 @@ def main(argv=None) -> int:
         for kind in DEGRADATIONS:
             t0 = time.perf_counter()
             degraded = degrade(ref, kind, ax)
-            original = {i: np.take(degraded, i, axis=ax) for i in range(session.n_slices)
-                        if np.take(degraded, i, axis=ax).any()}
-            result = refine_structure(backend, session.picture, original)
-            after = session.masks_to_volume(result.masks)
+            after, result = refine_mask(backend, session.picture, degraded, ax)
             model = session.masks_to_volume(result.model_masks)
             before_d, after_d = dice(degraded, ref), dice(after, ref)
             passed = after_d >= before_d - 0.01 if kind == "none" else after_d > before_d
             ok &= passed
             n_corrected = sum(c == CORRECTED for c in result.choice.values())
+            n_slices = len(result.choice)
             what = "kept" if result.check.trusted else (
-                f"shift {result.check.shift_yx} grow {result.check.grow_px:+d}, {n_corrected}/{len(original)} slices")
-            print(f"{name:24s} {kind:11s} {len(original):6d} {before_d:7.3f} {after_d:7.3f} {after_d - before_d:+7.3f} "
+                f"shift {result.check.shift_yx} grow {result.check.grow_px:+d}, {n_corrected}/{n_slices} slices")
+            if any(f > 1 for f, _ in result.coarse_grid):
+                what = f"coarse grid {'x'.join(str(f) for f, _ in result.coarse_grid)} interpolated; " + what
+            print(f"{name:24s} {kind:11s} {n_slices:6d} {before_d:7.3f} {after_d:7.3f} {after_d - before_d:+7.3f} "
                   f"{dice(model, ref):7.3f} {time.perf_counter() - t0:5.1f}  {what} (offset "
                   f"{result.check.offset_px:+.2f}, shift {result.check.measured_shift_yx[0]:+.2f},"
                   f"{result.check.measured_shift_yx[1]:+.2f}){'' if passed else '  <- misses the goal'}", flush=True)

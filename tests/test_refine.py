@@ -268,3 +268,28 @@ def test_samed_refine_boxes_from_a_detectors_csv(dilated_tumour, tmp_path):
     mask = io.read_segmentation(out).segment_mask("tumour") > 0
     assert sorted(np.flatnonzero(mask.any(axis=(1, 2)))) == slices
     assert dice(mask[slices], ref[slices]) > 0.7
+
+
+def test_a_segmentation_made_on_a_coarser_grid_is_found_and_interpolated_first():
+    from samed.core.refine import coarse_grid, refine_mask, smooth_coarse
+
+    truth = np.stack(TRUTH)
+    assert coarse_grid(truth) == ((1, 0),) * 3  # a smooth structure is not taken for a coarse one
+    for phase in (0, 1):
+        shifted = np.roll(truth, phase, axis=0)
+        coarse = shifted[::2, ::2, ::2].repeat(2, 0).repeat(2, 1).repeat(2, 2)[: truth.shape[0], : truth.shape[1],
+                                                                                  : truth.shape[2]]
+        coarse = np.roll(coarse, phase, axis=0)  # blocks start at slice 1: the first block is one slice long
+        grid = coarse_grid(coarse)
+        assert grid == ((2, phase), (2, 0), (2, 0)), grid
+        smooth = smooth_coarse(coarse, grid)
+        truth_p = np.roll(shifted, phase, axis=0)
+        assert dice(smooth, truth_p) > dice(coarse, truth_p), (dice(coarse, truth_p), dice(smooth, truth_p))
+    coarse = truth[::2, ::2, ::2].repeat(2, 0).repeat(2, 1).repeat(2, 2)[: truth.shape[0]]
+    backend = BrightInBoxBackend()
+    pics = pictures(TRUTH)
+    refined, result = refine_mask(backend, lambda i: pics[i], coarse, 0)
+    assert result.coarse_grid == ((2, 0), (2, 0), (2, 0)) and refined.shape == truth.shape
+    assert dice(refined, truth) > dice(coarse, truth)
+    off, result = refine_mask(backend, lambda i: pics[i], coarse, 0, RefineSettings(smooth_coarse_grid=False))
+    assert result.coarse_grid == ((1, 0),) * 3

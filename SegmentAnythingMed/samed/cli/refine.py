@@ -12,9 +12,9 @@ from typing import Dict, List
 import numpy as np
 
 from ..core import io
-from ..core.geometry import AXIS_NAMES, extract_slice, numpy_axis
+from ..core.geometry import AXIS_NAMES, numpy_axis
 from ..core.prompts import Prompt
-from ..core.refine import CORRECTED, RefineSettings, refine_structure
+from ..core.refine import CORRECTED, RefineSettings, refine_mask
 from ..core.volume_session import VolumeSession, check_finite_slice, count_nonfinite
 from .common import add_backend_options, add_intensity_options, backend_from_args, intensity_from_args, progress_bar
 from .outputs import check_output
@@ -150,18 +150,17 @@ def run(args) -> int:
             refined[name] = session.masks_to_volume({k: p.best for k, p in preds.items()})
             print(f"{name}: {len(boxes)} boxes segmented")
         for name, mask, description in structures:
-            original = {}
-            for i in range(n_slices):
-                m = extract_slice(mask, np_axis, i)
-                if m.any():
-                    original[i] = m
-            with progress_bar(len(original), f"refine {name}") as bar:
-                result = refine_structure(backend, session.picture, original, settings,
-                                          progress=lambda d, n: bar.update(d - bar.n))
+            n_original = int(mask.any(axis=tuple(a for a in range(3) if a != np_axis)).sum())
+            with progress_bar(n_original, f"refine {name}") as bar:
+                refined[name], result = refine_mask(backend, session.picture, mask, np_axis, settings,
+                                                    progress=lambda d, n: bar.update(d - bar.n))
             corrected = sorted(i for i, c in result.choice.items() if c == CORRECTED)
+            coarse = [f for f, _ in result.coarse_grid]
+            if max(coarse) > 1:
+                print(f"{name}: made on a grid {'x'.join(map(str, coarse))} coarser than the image's (blocks of "
+                      f"identical voxels): interpolated linearly first")
             print(f"{name} ({description}): {result.check.describe()}; "
-                  f"{len(corrected)} of {len(original)} slices corrected")
-            refined[name] = session.masks_to_volume(result.masks)
+                  f"{len(corrected)} of {len(result.choice)} slices corrected")
         seconds = time.perf_counter() - t0
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         io.write_segmentation(out, refined, volume, overwrite=args.overwrite)

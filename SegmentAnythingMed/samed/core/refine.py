@@ -53,6 +53,7 @@ class RefineSettings:
     min_shift_px: float = 1.0
     max_shift_px: int = 3
     min_outline_points: int = 20  # fewer outline points near the other outline: nothing is measured, nothing moves
+    smooth_coarse_grid: bool = True  # a segmentation made on a 2x or 3x coarser grid: interpolate it linearly first
 
     def validate(self) -> None:
         if self.box_margin_px < 0 or self.box_margin_frac < 0:
@@ -93,6 +94,7 @@ class RefineResult:
     scores: Dict[int, float] = field(default_factory=dict)
     choice: Dict[int, str] = field(default_factory=dict)  # slice index -> ORIGINAL | CORRECTED
     check: Optional[StructureCheck] = None
+    coarse_grid: Optional[Tuple[Tuple[int, int], ...]] = None  # per axis (factor, phase), set by refine_mask
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -249,3 +251,76 @@ def refine_structure(backend: Backend, get_slice: Callable[[int], np.ndarray], o
     check = check_structure(original, model, s)
     masks, choice = choose_slices(original, model, check, s)
     return RefineResult(masks, model, scores, choice, check)
+
+
+# ---- a segmentation made on a coarser grid ------------------------------------------------------------------------
+def _block_phase(planes: np.ndarray, factor: int) -> Optional[int]:
+    """The phase p (0..factor-1) such that ``planes`` (along axis 0) come in runs of ``factor`` identical planes
+    starting at p (shorter runs at both ends), or None."""
+    n = planes.shape[0]
+    if n < 2 * factor:
+        return None
+    same = [np.array_equal(planes[i], planes[i + 1]) for i in range(n - 1)]
+    for p in range(factor):
+        breaks = [i for i in range(n - 1) if (i + 1 - p) % factor == 0]  # between i and i + 1 a new block starts
+        inside = [i for i in range(n - 1) if (i + 1 - p) % factor != 0]
+        if all(same[i] for i in inside) and not all(same[i] for i in breaks):
+            return p
+    return None
+
+
+def coarse_grid(mask: np.ndarray, factors=(3, 2)) -> Tuple[Tuple[int, int], ...]:
+    """Per axis of a 3D mask, (factor, phase) when the mask is made of blocks ``factor`` voxels long along it (a
+    segmentation made on a coarser grid and resampled to this one by nearest neighbour, as many tools do), else
+    (1, 0). A mask whose planes are all the same along an axis counts as not coarse there."""
+    out = []
+    for axis in range(mask.ndim):
+        planes = np.moveaxis(mask, axis, 0)
+        found = (1, 0)
+        for f in factors:
+            p = _block_phase(planes, f)
+            if p is not None:
+                found = (f, p)
+                break
+        out.append(found)
+    return tuple(out)
+
+
+def smooth_coarse(mask: np.ndarray, grid: Tuple[Tuple[int, int], ...]) -> np.ndarray:
+    """``mask`` made on the coarser ``grid`` (see :func:`coarse_grid`), interpolated linearly to this grid (each
+    coarse voxel's value at its block's centre) and thresholded at 0.5."""
+    if all(f == 1 for f, _ in grid):
+        return mask.copy()
+    index = []
+    coords = []
+    for n, (f, p) in zip(mask.shape, grid):
+        starts = ([0] if p > 0 else []) + list(range(p, n, f))
+        index.append(np.array(starts))
+        offset = 1 if p > 0 else 0
+        coords.append((np.arange(n) - p - (f - 1) / 2.0) / f + offset)
+    coarse = mask[np.ix_(*index)].astype(np.float32)
+    grids = np.meshgrid(*coords, indexing="ij")
+    return ndimage.map_coordinates(coarse, grids, order=1, mode="nearest") >= 0.5
+
+
+def refine_mask(backend: Backend, get_slice: Callable[[int], np.ndarray], mask: np.ndarray, np_axis: int,
+                settings: Optional[RefineSettings] = None,
+                progress: Optional[Callable[[int, int], None]] = None,
+                should_cancel: Optional[Callable[[], bool]] = None) -> Tuple[np.ndarray, RefineResult]:
+    """Refine one structure given as a 3D bool mask (slices along ``np_axis``): a segmentation made on a coarser
+    grid is first interpolated linearly (``smooth_coarse_grid``), then :func:`refine_structure`. Returns (the
+    refined 3D mask, the result). This is what a front end calls (e.g. the effect's "Refine selected segment")."""
+    s = settings or RefineSettings()
+    mask = np.asarray(mask).astype(bool)
+    if mask.ndim != 3:
+        raise ValueError(f"refine_mask needs a 3D mask, got shape {mask.shape}")
+    grid = coarse_grid(mask) if s.smooth_coarse_grid else ((1, 0),) * 3
+    start = smooth_coarse(mask, grid)
+    slices = np.moveaxis(start, np_axis, 0)
+    original = {i: slices[i] for i in range(slices.shape[0]) if slices[i].any()}
+    result = refine_structure(backend, get_slice, original, s, progress, should_cancel)
+    result.coarse_grid = grid
+    out = np.zeros_like(slices)
+    for i, m in result.masks.items():
+        out[i] = m
+    return np.moveaxis(out, 0, np_axis), result
