@@ -52,13 +52,17 @@ def add_parser(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
                    help=f"bootstrap resamples for the 95%% confidence intervals (default {DEFAULT_BOOTSTRAP}; 0: none)")
     p.add_argument("--workers", type=int, default=None,
-                   help="worker processes, each with its own backend (default: one per --backend)")
+                   help="share the pictures among N Dask worker processes on this computer (a LocalCluster, one "
+                        "thread each), each with its own backend (default 1: no Dask)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                   help="share the pictures among the workers of this Dask cluster (each needs samed and the model "
+                        "installed; each builds its backend once)")
     p.add_argument("--restart", action="store_true", help="discard the results already in --out and start over")
     p.add_argument("--no-report", action="store_true", help="skip report.html and its figures")
     add_backend_options(p)
     p.add_argument("--backend", action="append", default=None, metavar="WHERE",
-                   help="'local' (in-process, default) or a model service's URL; repeat to share the pictures "
-                        "among several services (each worker takes the next picture when it is free)")
+                   help="'local' (in-process, default) or a model service's URL (several replicas: put them behind a "
+                        "consistent-hash proxy, docs/deploy.md, and give its URL)")
     p.set_defaults(func=run)
 
 
@@ -73,11 +77,19 @@ def settings_from_args(args) -> EvaluationSettings:
 def backend_source(args) -> BackendSource:
     from ..backends import create_backend
 
+    from ..evaluation.parallel import Cluster
+
     token = read_token(args)
     wheres = args.backend or ["local"]
-    factories = [functools.partial(create_backend, w, args.model, args.checkpoint, args.device, token,
-                                   engine=args.engine) for w in wheres]
-    return BackendSource(args.model, factories, args.workers if args.workers is not None else len(wheres))
+    if len(wheres) > 1:
+        raise ValueError(f"--backend was given {len(wheres)} times: give one; to share the work among several model "
+                         f"services, put them behind a consistent-hash proxy (docs/deploy.md) and give its URL")
+    factory = functools.partial(create_backend, wheres[0], args.model, args.checkpoint, args.device, token,
+                                engine=args.engine)
+    if args.scheduler is not None:
+        return BackendSource(args.model, [factory], Cluster(scheduler=args.scheduler))
+    workers = 1 if args.workers is None else args.workers
+    return BackendSource(args.model, [factory], Cluster(workers) if workers > 1 else workers)
 
 
 def run(args) -> int:
