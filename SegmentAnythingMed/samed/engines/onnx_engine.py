@@ -41,7 +41,9 @@ from .onnx_export import (ONNX_MODELS, OnnxArtifacts, OnnxExportError, default_c
 log = logging.getLogger(__name__)
 
 EMBEDDING_DTYPES = ("float32", "float16")
-PRECISIONS = ("fp32", "int8", "bf16")  # bf16: the encoder in OpenVINO (openvino_encoder.py)
+PRECISIONS = ("fp32", "int8", "bf16", "int8-nncf")  # bf16 / int8-nncf: the encoder in OpenVINO (openvino_encoder.py,
+# int8_encoder.py); int8: ONNX Runtime's dynamic quantization (opt-in, engine "onnx-int8")
+ENGINE_NAMES = {"bf16": "openvino", "int8-nncf": "openvino-int8"}  # else "onnx" (as selection.ENGINES)
 PREPARED_NAMES = ("keys0", "k0_t2i", "v0_t2i", "q0_i2t")  # onnx_decoder.PREPARED (not imported: it needs torch)
 
 
@@ -177,10 +179,10 @@ class OnnxEngine:
             raise OnnxUnavailable(f"the ONNX engine runs {', '.join(ONNX_MODELS)}; {self.name} runs on torch")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if precision == "bf16" and device and device != "cpu":
-            raise OnnxUnavailable(f"the bfloat16 (OpenVINO) encoder runs on the CPU, not on {device}")
+        if precision in ENGINE_NAMES and device and device != "cpu":
+            raise OnnxUnavailable(f"the {precision} (OpenVINO) encoder runs on the CPU, not on {device}")
         self.precision = precision
-        self.engine = "openvino" if precision == "bf16" else "onnx"  # the engine's name, as selection.ENGINES
+        self.engine = ENGINE_NAMES.get(precision, "onnx")  # the engine's name, as selection.ENGINES
         if embedding_dtype not in EMBEDDING_DTYPES:
             raise ValueError(f"embedding_dtype must be one of {EMBEDDING_DTYPES}, got {embedding_dtype!r}")
         try:
@@ -203,11 +205,16 @@ class OnnxEngine:
         self.exported = False  # True if this construction exported the graphs (False: loaded from the cache)
         self.manifest = self._load_or_export()
         self.bf16_check: Optional[dict] = None
+        self.precision_check: Optional[dict] = None  # the verdict of precision_check on the encoder used (bf16, int8)
         self.fallback_reason: Optional[str] = None  # set by engine "auto" when a faster engine was refused here
         self._mean = np.asarray(self.spec.pixel_mean, np.float32)
         self._std = np.asarray(self.spec.pixel_std, np.float32)
         if self.precision == "bf16":
             self._open_bf16_encoder()  # checked on real walks: encodes through self.preprocess
+        elif self.precision == "int8-nncf":
+            from .int8_encoder import open_checked
+
+            self.precision_check, self._encoder = open_checked(self, self._float32_session)
 
     # ---- graphs: cache, export, sessions ---------------------------------------------------------------------
     def _checkpoint_path(self, checkpoint: Optional[str]) -> str:
@@ -244,8 +251,8 @@ class OnnxEngine:
         return manifest
 
     def _open_sessions(self, manifest: dict) -> None:
-        if self.precision == "bf16":
-            self._encoder = None  # OpenVINO's, opened after this (_open_bf16_encoder)
+        if self.precision in ENGINE_NAMES:
+            self._encoder = None  # OpenVINO's, opened after this (checked first)
         else:
             encoder = self.artifacts.encoder if self.precision == "fp32" else int8_encoder(self.artifacts, manifest)
             self._encoder = self._session(str(encoder))
@@ -263,10 +270,14 @@ class OnnxEngine:
 
         threads = int(self._threads or os.environ.get("SAMED_ORT_THREADS") or available_cores())
         encoder = OpenVinoEncoder(str(self.artifacts.encoder), "bf16", threads)
-        float32 = lambda: self._session(str(self.artifacts.encoder), "cpu")  # noqa: E731 (only if not cached)
-        self.bf16_check = check_bf16(self, encoder, float32, self.bf16_check_path,
+        self.bf16_check = check_bf16(self, encoder, self._float32_session, self.bf16_check_path,
                                      self.manifest["files"]["encoder"]["sha256"])
+        self.precision_check = self.bf16_check
         self._encoder = encoder.compile()
+
+    def _float32_session(self):
+        """The float32 encoder in ONNX Runtime: the reference of precision checks (opened only when not cached)."""
+        return self._session(str(self.artifacts.encoder), "cpu")
 
     @property
     def bf16_check_path(self) -> Path:
@@ -372,11 +383,12 @@ class OnnxEngine:
         return {"model": self.name, "description": self.spec.description, "device": self.device,
                 "prompt_kinds": sorted(self.prompt_kinds), "image_size": self.spec.image_size,
                 "checkpoint": self.checkpoint,
-                "engine": "openvino+onnxruntime" if self.precision == "bf16" else "onnxruntime",
+                "engine": "openvino+onnxruntime" if self.precision in ENGINE_NAMES else "onnxruntime",
                 "onnxruntime": self._ort.__version__, "providers": self._encoder.get_providers(),
                 "threads": int(self._threads or os.environ.get("SAMED_ORT_THREADS") or available_cores()),
                 "embedding_dtype": str(self.embedding_dtype), "precision": self.precision,
                 "encoder_onnx": str(self.artifacts.encoder),
                 "export_check": self.manifest.get("check", {}),
                 **({"bf16_check": self.bf16_check} if self.bf16_check else {}),
+                **({"precision_check": self.precision_check} if self.precision_check else {}),
                 **({"fallback_reason": self.fallback_reason} if self.fallback_reason else {})}

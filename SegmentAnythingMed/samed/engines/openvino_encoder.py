@@ -24,9 +24,7 @@ Needs ``pip install openvino``; nothing else of this module imports it at import
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Dict, Optional
@@ -215,6 +213,15 @@ def cpu_identity() -> str:
                      fields.get("model name", "?"), ",".join(flags)])
 
 
+def bf16_check_key(encoder: "OpenVinoEncoder", source_sha256: str) -> dict:
+    """What the bfloat16 verdict depends on: graph, OpenVINO version, CPU, layout, check version and bound."""
+    from . import precision_check
+
+    return {"source_sha256": source_sha256, "openvino": encoder.version, "cpu": encoder.device_name,
+            "cpu_identity": cpu_identity(), "layout": encoder.layout, "version": BF16_CHECK_VERSION,
+            "check": precision_check.CHECK_VERSION, "dice_bound": precision_check.DICE_BOUND}
+
+
 def check_bf16(engine, encoder: "OpenVinoEncoder", float32_factory, sidecar: Path, source_sha256: str) -> dict:
     """Check the bfloat16 ``encoder`` against the float32 graph (``float32_factory()``: an ONNX Runtime session,
     opened only when the check is not cached) with :func:`samed.engines.precision_check.check_reduced_precision`:
@@ -225,35 +232,6 @@ def check_bf16(engine, encoder: "OpenVinoEncoder", float32_factory, sidecar: Pat
     :class:`OpenVinoUnavailable` (with the measures that failed) if the encoder does not hold the bound."""
     from . import precision_check
 
-    key = {"source_sha256": source_sha256, "openvino": encoder.version, "cpu": encoder.device_name,
-           "cpu_identity": cpu_identity(), "layout": encoder.layout, "version": BF16_CHECK_VERSION,
-           "check": precision_check.CHECK_VERSION, "dice_bound": precision_check.DICE_BOUND}
-    try:
-        cached = json.loads(sidecar.read_text(encoding="utf-8"))
-        if cached.get("key") == key:
-            result = dict(cached["result"], cached=True)
-            if not result.get("passed"):
-                raise OpenVinoUnavailable(result.get("why", "the bfloat16 encoder failed its check"))
-            return result
-    except (OSError, ValueError, KeyError):
-        pass
-    log.info("checking the bfloat16 encoder against float32 on CTChest4 (once per CPU, graph and OpenVINO "
-             "version) ...")
-    try:
-        result = precision_check.check_reduced_precision(engine, encoder, float32_factory)
-    except (ImportError, OSError, ValueError, KeyError) as exc:  # the check data cannot be read: do not trust bf16
-        raise OpenVinoUnavailable(f"the bfloat16 encoder could not be checked ({type(exc).__name__}: {exc})") from exc
-    if result["passed"]:
-        log.info("bfloat16 encoder checked in %.1f s: every Dice within %s of float32 (worst %s: %.4f)",
-                 result["seconds"], result["dice_bound"], result["worst"], result["worst_abs_diff"])
-    else:
-        log.warning("bfloat16 encoder refused after a %.1f s check: %s", result["seconds"], result["why"])
-    try:
-        tmp = sidecar.with_name(sidecar.name + f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"key": key, "result": result}, indent=1), encoding="utf-8")
-        os.replace(tmp, sidecar)
-    except OSError as exc:
-        log.debug("could not cache the bf16 check in %s: %s", sidecar, exc)
-    if not result["passed"]:
-        raise OpenVinoUnavailable(result["why"])
-    return dict(result, cached=False)
+    run = lambda: precision_check.check_reduced_precision(engine, encoder, float32_factory)  # noqa: E731
+    return precision_check.cached_verdict(sidecar, bf16_check_key(encoder, source_sha256), run, "bfloat16 encoder",
+                                          OpenVinoUnavailable)

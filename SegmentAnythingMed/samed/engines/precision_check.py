@@ -23,6 +23,9 @@ the result; later starts read it).
 from __future__ import annotations
 
 import copy
+import json
+import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -30,6 +33,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..core.backend import Backend, EmbeddingHandle, check_image, image_key
+
+log = logging.getLogger(__name__)
 
 DICE_BOUND = 0.005
 CHECK_VERSION = 2  # 1: one picture, mask-pixel agreement; 2: walks and boxes on CTChest4
@@ -128,14 +133,24 @@ def with_encoder(engine, encoder):
     return twin
 
 
-def compare(candidate, reference, bound: Optional[float] = None, data: Optional[CheckData] = None) -> dict:
+_REFERENCE: Dict[tuple, tuple] = {}  # float32's measures per graph (several candidates checked in one process)
+
+
+def compare(candidate, reference, bound: Optional[float] = None, data: Optional[CheckData] = None,
+            reference_key: Optional[tuple] = None) -> dict:
     """Run :func:`measure` with both engines; the result dict (JSON-ready): per measure the Dice of each and the
     difference, ``passed`` (every difference <= ``bound``, default :data:`DICE_BOUND`), ``why`` when not,
-    ``seconds``."""
+    ``seconds``. ``reference_key`` (e.g. the float32 graph's SHA-256): measure the reference once per process."""
     bound = DICE_BOUND if bound is None else float(bound)
     t0 = time.perf_counter()
     data = data or CheckData()
-    ref_dice, ref_stats = measure(reference, data)
+    key = (reference_key, CHECK_VERSION) if reference_key is not None else None
+    if key is not None and key in _REFERENCE:
+        ref_dice, ref_stats = _REFERENCE[key]
+    else:
+        ref_dice, ref_stats = measure(reference, data)
+        if key is not None:
+            _REFERENCE[key] = (ref_dice, ref_stats)
     cand_dice, cand_stats = measure(candidate, data)
     diffs = {k: abs(cand_dice[k] - ref_dice[k]) for k in ref_dice}
     worst = max(diffs, key=diffs.get)
@@ -160,10 +175,55 @@ def check_reduced_precision(engine, candidate_encoder, float32_factory: Callable
                             bound: Optional[float] = None) -> dict:
     """:func:`compare` of ``engine`` running ``candidate_encoder`` against ``engine`` running the float32 graph
     (``float32_factory()``, opened only here, when the result is not cached)."""
-    return compare(with_encoder(engine, candidate_encoder), with_encoder(engine, float32_factory()), bound)
+    sha = getattr(engine, "manifest", {}).get("files", {}).get("encoder", {}).get("sha256")
+    return compare(with_encoder(engine, candidate_encoder), with_encoder(engine, float32_factory()), bound,
+                   reference_key=sha)
 
 
 def summary(result: dict) -> List[str]:
     """One line per measure, for logs and reports."""
     return [f"{k:34s} float32 {m['float32']:.4f}  candidate {m['candidate']:.4f}  |diff| {m['abs_diff']:.4f}"
             for k, m in result.get("measures", {}).items()]
+
+
+def cached_verdict(sidecar: Path, key: dict, run_check: Callable[[], dict], what: str, refusal) -> dict:
+    """The verdict of the check on ``what`` (e.g. "bfloat16 encoder"): read from ``sidecar`` when it was made
+    under the same ``key`` (CPU, graph, runtime versions, layout, check version, bound), else ``run_check()``
+    and written there (whole or not at all). A refusal (cached or not) raises ``refusal`` with the measures that
+    failed; a pass returns the verdict with ``cached`` set."""
+    try:
+        cached = json.loads(Path(sidecar).read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            result = dict(cached["result"], cached=True)
+            if not result.get("passed"):
+                raise refusal(result.get("why", f"the {what} failed its check"))
+            return result
+    except (OSError, ValueError, KeyError):
+        pass
+    log.info("checking the %s against float32 on CTChest4 (once per CPU, graph and runtime version) ...", what)
+    try:
+        result = run_check()
+    except (ImportError, OSError, ValueError, KeyError) as exc:  # the check data cannot be read: do not trust it
+        raise refusal(f"the {what} could not be checked ({type(exc).__name__}: {exc})") from exc
+    if result["passed"]:
+        log.info("%s checked in %.1f s: every Dice within %s of float32 (worst %s: %.4f)", what,
+                 result["seconds"], result["dice_bound"], result["worst"], result["worst_abs_diff"])
+    else:
+        log.warning("%s refused after a %.1f s check: %s", what, result["seconds"], result["why"])
+    try:
+        tmp = Path(sidecar).with_name(Path(sidecar).name + f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "result": result}, indent=1), encoding="utf-8")
+        os.replace(tmp, sidecar)
+    except OSError as exc:
+        log.debug("could not cache the check of the %s in %s: %s", what, sidecar, exc)
+    if not result["passed"]:
+        raise refusal(result["why"])
+    return dict(result, cached=False)
+
+
+def verdict_summary(result: Optional[dict]) -> Optional[dict]:
+    """The part of a verdict users see (service info, logs): passed, bound, worst measure, why, cached."""
+    if not result:
+        return None
+    keys = ("passed", "dice_bound", "worst", "worst_abs_diff", "why", "cached", "seconds")
+    return {k: result[k] for k in keys if k in result}

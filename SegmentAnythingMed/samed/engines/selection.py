@@ -1,19 +1,23 @@
 """Choose the engine that runs a model: ``torch`` (the reference), ``onnx`` (ONNX Runtime, float32), ``openvino``
-(LiteMedSAM's encoder in OpenVINO with bfloat16 products, on CPUs with AMX or AVX512-BF16) or ``auto``;
-``onnx-int8`` (the encoder's matrix products in int8: faster, masks leave the accuracy bound) only when asked for.
+(LiteMedSAM's encoder in OpenVINO with bfloat16 products, on CPUs with AMX or AVX512-BF16), ``openvino-int8`` (the
+encoder quantized to int8 by NNCF) or ``auto``; ``onnx-int8`` (ONNX Runtime's dynamic int8 quantization: faster,
+masks leave the accuracy bound) only when asked for.
 
 ``auto`` for a model with an ONNX export (LiteMedSAM), fastest first:
 
-1. ``openvino`` on the CPU when no GPU is in use, openvino is importable, the CPU has bfloat16 units and the
-   bfloat16 encoder passed its check against the float32 graph on this CPU (``precision_check``: propagation walks
-   and box prompts on CTChest4, every Dice within 0.005 of float32's);
+1. on the CPU when no GPU is in use, each of :data:`AUTO_REDUCED` in turn: ``openvino-int8`` when nncf and
+   openvino are importable, ``openvino`` when openvino is importable and the CPU has bfloat16 units; either only
+   if its encoder passed its check against the float32 graph on this CPU (``precision_check``: propagation walks
+   and box prompts on CTChest4, every Dice within 0.005 of float32's; the verdict is cached per CPU, graph and
+   runtime version);
 2. ``onnx`` when onnxruntime is importable and the graphs exported and passed their check against torch (on a GPU
    only with onnxruntime's CUDA provider; otherwise torch keeps the GPU);
 3. ``torch``.
 
-Each step down is logged with its reason (a refused accuracy check as a warning), and the engine chosen carries
-it as ``fallback_reason`` (in its ``info()`` and the benchmark's label). ``SAMED_ENGINE`` sets the default where
-no engine is given.
+Each step down is logged with its reason (a refused accuracy check as a warning), the choice is logged (INFO:
+``samed --debug``), and the engine chosen carries the reasons as ``fallback_reason`` (in its ``info()``, the
+service's ``/v1/info``, ``samed serve``'s start-up line and the benchmark's label). ``SAMED_ENGINE`` sets the
+default where no engine is given.
 """
 from __future__ import annotations
 
@@ -23,7 +27,9 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "torch", "onnx", "openvino", "onnx-int8")
+ENGINES = ("auto", "torch", "onnx", "openvino", "openvino-int8", "onnx-int8")
+AUTO_REDUCED = ("openvino-int8", "openvino")  # reduced-precision encoders auto tries on a CPU, fastest first
+PRECISION_OF = {"onnx-int8": "int8", "openvino": "bf16", "openvino-int8": "int8-nncf"}
 
 
 def default_engine() -> str:
@@ -54,8 +60,8 @@ def create_engine(model: str = "litemedsam", checkpoint: Optional[str] = None, d
     from .onnx_engine import OnnxEngine, OnnxUnavailable
     from .onnx_export import ONNX_MODELS, OnnxExportError
 
-    if engine in ("onnx", "onnx-int8", "openvino"):
-        precision = {"onnx-int8": "int8", "openvino": "bf16"}.get(engine)
+    if engine in ("onnx", *PRECISION_OF):
+        precision = PRECISION_OF.get(engine)
         if precision:
             onnx_options = dict(onnx_options, precision=precision)
         return OnnxEngine(model, checkpoint, device, **onnx_options)
@@ -71,50 +77,63 @@ def create_engine(model: str = "litemedsam", checkpoint: Optional[str] = None, d
     if reason is None:
         on_cpu = device == "cpu" or (not device and not _gpu_present())
         try:
-            why_not_bf16 = None
+            refused = []
             if on_cpu and "precision" not in onnx_options:
-                bf16, why_not_bf16 = _openvino_engine(model, checkpoint, onnx_options)
-                if bf16 is not None:
-                    return bf16
-            eng = OnnxEngine(model, checkpoint, "cpu" if on_cpu else device, **onnx_options)
-            eng.fallback_reason = why_not_bf16
-            return eng
+                for candidate in AUTO_REDUCED:
+                    reduced, why = _reduced_precision_engine(candidate, model, checkpoint, onnx_options)
+                    if reduced is not None:
+                        return _chosen(reduced, refused)
+                    refused.append(why)
+            return _chosen(OnnxEngine(model, checkpoint, "cpu" if on_cpu else device, **onnx_options), refused)
         except (OnnxUnavailable, OnnxExportError, ImportError, OSError, RuntimeError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("ONNX Runtime engine unavailable for %s (%s); using the torch engine", model, reason)
-    else:
-        log.info("engine auto: torch for %s (%s)", model, reason)
     from .sam_engine import SamEngine
 
-    eng = SamEngine(model, checkpoint, device)
-    eng.fallback_reason = reason
+    return _chosen(SamEngine(model, checkpoint, device), [reason])
+
+
+def _chosen(eng, refused):
+    """``eng`` with ``fallback_reason`` = why the faster engines were not used (None if it is the fastest); the
+    choice logged (INFO, ``samed --debug``)."""
+    eng.fallback_reason = "; ".join(r for r in refused if r) or None
+    log.info("engine auto: %s for %s%s", engine_kind(eng), eng.name,
+             f" ({eng.fallback_reason})" if eng.fallback_reason else " (the fastest engine here)")
     return eng
 
 
-def _openvino_engine(model, checkpoint, onnx_options):
-    """(the OpenVINO bfloat16 engine, None) if it can run here and passes its check, else (None, why not); the
-    reason is logged (a refused accuracy check as a warning: the user gets the slower float32 engine)."""
+_LABELS = {"openvino": ("openvino", "OpenVINO bfloat16 encoder", "openvino (bfloat16)"),
+           "openvino-int8": ("nncf", "OpenVINO int8 (NNCF) encoder", "openvino-int8 (NNCF int8)")}
+
+
+def _reduced_precision_engine(kind, model, checkpoint, onnx_options):
+    """(the ``kind`` engine of :data:`AUTO_REDUCED`, None) if it can run here and passes its check, else (None,
+    why not); the reason is logged (a refused accuracy check as a warning: the user gets a slower engine)."""
     import importlib.util
 
-    if importlib.util.find_spec("openvino") is None:
-        why = "openvino is not installed (pip install openvino)"
-        log.info("engine auto: %s; trying ONNX Runtime", why)
-        return None, f"openvino not used: {why}"
+    package, what, label = _LABELS[kind]
+    missing = [p for p in ("openvino", package) if importlib.util.find_spec(p) is None]
+    if missing:
+        extra = "int8" if kind == "openvino-int8" else "openvino"
+        why = f"{' and '.join(sorted(set(missing)))} not installed (pip install 'segmentanythingmed[{extra}]')"
+        log.info("engine auto: %s not used: %s", what, why)
+        return None, f"{label} not used: {why}"
+    from .int8_encoder import Int8Unavailable
     from .onnx_engine import OnnxEngine, OnnxUnavailable
     from .onnx_export import OnnxExportError
     from .openvino_encoder import OpenVinoUnavailable
 
     try:
-        return OnnxEngine(model, checkpoint, "cpu", precision="bf16", **onnx_options), None
+        return OnnxEngine(model, checkpoint, "cpu", precision=PRECISION_OF[kind], **onnx_options), None
     except OnnxExportError:
         raise  # the float32 export failed: ONNX Runtime would fail the same way; the caller falls back to torch
-    except (OpenVinoUnavailable, OnnxUnavailable, ImportError, OSError, RuntimeError) as exc:
+    except (OpenVinoUnavailable, Int8Unavailable, OnnxUnavailable, ImportError, OSError, RuntimeError) as exc:
         why = f"{type(exc).__name__}: {exc}"
         level = logging.WARNING if "accuracy bound" in str(exc) else logging.INFO
-        log.log(level, "engine auto: OpenVINO bfloat16 encoder not used (%s); using ONNX Runtime float32", why)
-        return None, f"openvino (bfloat16) not used: {why}"
+        log.log(level, "engine auto: %s not used (%s)", what, why)
+        return None, f"{label} not used: {why}"
 
 
 def engine_kind(engine) -> str:
-    """'torch', 'onnx' or 'openvino' for an engine object."""
+    """'torch', 'onnx', 'openvino' or 'openvino-int8' for an engine object."""
     return getattr(engine, "engine", "torch")

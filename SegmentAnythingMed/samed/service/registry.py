@@ -70,10 +70,21 @@ class ModelRegistry:
         for b in self.backends.values():
             b.close()
 
+    def engine_summary(self) -> str:
+        """Each model's engine and device, and why ``auto`` did not use a faster engine (for the start-up line)."""
+        parts = []
+        for name, b in self.backends.items():
+            why = getattr(b.engine, "fallback_reason", None)
+            parts.append(f"{name} ({getattr(b.engine, 'engine', 'torch')}) on {b.engine.device}"
+                         + (f" [engine auto: {why}]" if why else ""))
+        return ", ".join(parts)
+
     def devices(self) -> Sequence[str]:
         return sorted({b.engine.device for b in self.backends.values()})
 
     def info(self) -> Dict[str, object]:
+        from ..engines.precision_check import verdict_summary
+
         models = {}
         for name, b in self.backends.items():
             e = b.engine.info()
@@ -81,7 +92,9 @@ class ModelRegistry:
                 "description": e.get("description"), "prompt_kinds": e.get("prompt_kinds"),
                 "image_size": e.get("image_size"), "device": e.get("device"),
                 "checkpoint": os.path.basename(str(e["checkpoint"])) if e.get("checkpoint") else None,
-                "engine": getattr(b.engine, "engine", "torch"),
+                "engine": getattr(b.engine, "engine", "torch"), "precision": e.get("precision"),
+                "fallback_reason": e.get("fallback_reason"),
+                "precision_check": verdict_summary(e.get("precision_check")),
                 "encoder_runs": int(b.encoder_runs), "decodes": self._decodes.get(name, 0)}
         return {"service": "samed", "version": __version__, "api_version": API_VERSION,
                 "device": ", ".join(self.devices()), "models": models, "cache": self.cache.stats()}

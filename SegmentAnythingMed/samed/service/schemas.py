@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Literal, Optional, Tuple, Union, get_type_hints
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -102,6 +102,12 @@ class ModelInfo(BaseModel):
     device: Optional[str] = None
     checkpoint: Optional[str] = None
     engine: Optional[str] = None
+    precision: Optional[str] = Field(None, description="the encoder's arithmetic: fp32, bf16, int8-nncf, int8")
+    fallback_reason: Optional[str] = Field(None, description="why engine auto did not use a faster engine here "
+                                                             "(e.g. its accuracy check on this CPU refused it)")
+    precision_check: Optional[Dict[str, Any]] = Field(
+        None, description="the accuracy check the reduced-precision encoder in use passed on this CPU: passed, "
+                          "dice_bound, worst measure and its |Dice difference| against float32, cached")
     encoder_runs: int
     decodes: int
 

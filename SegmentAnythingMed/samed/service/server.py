@@ -67,8 +67,7 @@ def run_service(host: str, port: int, models: Sequence[Tuple[str, Optional[str]]
     app = create_app(registry, config)
     scheme = "https" if ssl_certfile else "http"
     shown = f"[{host}]" if ":" in host else host
-    names = ", ".join(f"{name} ({getattr(b.engine, 'engine', 'torch')}) on {b.engine.device}"
-                      for name, b in registry.backends.items())
+    names = registry.engine_summary()  # with engine auto's reason where it did not use a faster engine
     print(f"samed serve: {names}; cache {cache_bytes >> 20} MB; listening on {scheme}://{shown}:{port} "
           f"({'token required' if config.token else 'no token: this machine only'})", file=sys.stderr, flush=True)
     if config.token and not ssl_certfile and not is_loopback(host):
