@@ -307,3 +307,54 @@ def test_a_job_keeps_its_route_and_a_job_lost_with_its_replica_is_a_clear_error(
         job.progress()
     assert isinstance(err.value, JobFailedError) and err.value.status == 404
     job.delete()  # forgetting a job the service has forgotten already is no error
+
+
+def test_a_tls_connection_the_proxy_closed_while_idle_is_reopened(tmp_path, monkeypatch):
+    """A TLS proxy (nginx: keepalive_timeout) closes an idle kept-alive connection without a word; the next request
+    on it fails with an SSL EOF. The client retries it once on a fresh connection, as it does over plain HTTP."""
+    import ssl
+    import subprocess
+
+    crt, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    health = json.dumps({k: INFO[k] for k in ("service", "version", "api_version", "status")}).encode()
+    answers = {"/v1/health": health, "/v1/info": json.dumps(INFO).encode()}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            data = answers[self.path]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            self.close_connection = True  # closed after each answer, though the answer promised keep-alive
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(crt), str(key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))
+    try:
+        client = HttpBackend(f"https://127.0.0.1:{server.server_address[1]}")  # health, then info: a reused one
+        time.sleep(0.3)  # idle: the server has closed the connection meanwhile
+        reply = client._t.request("POST", "/v1/info", bytes(8 << 20))  # a big upload on the closed connection
+        assert reply.status == 200 and reply.json()["service"] == "samed"
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()

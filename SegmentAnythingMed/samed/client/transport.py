@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import threading
 import zlib
 from dataclasses import dataclass
@@ -14,9 +15,10 @@ from urllib.parse import quote, urlsplit
 from .. import __version__
 from .errors import ServiceAuthError, ServiceRequestError, ServiceTimeoutError, ServiceUnreachableError
 
-# failures of a kept-alive connection that the server closed meanwhile: retried once on a fresh connection
+# failures of a kept-alive connection that the server closed meanwhile: retried once on a fresh connection (over
+# TLS, e.g. through a proxy that closed an idle connection, the close shows as an SSL EOF)
 _STALE = (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError, BrokenPipeError,
-          ConnectionAbortedError)
+          ConnectionAbortedError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 
 @dataclass
