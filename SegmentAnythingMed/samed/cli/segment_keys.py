@@ -1,6 +1,7 @@
 """``samed segment --box ... --slice K`` repeated: one structure from boxes on several key slices.
 
-The pairs are taken in order (the first ``--box`` goes to the first ``--slice``). Each key slice's mask is the
+The pairs are taken in order (the first ``--box`` goes to the first ``--slice``). A ``--markups`` file with several
+ROIs, each on one slice, gives the same key slices (``core.markup_prompts``: one box per ROI on its slice). Each key slice's mask is the
 model's for its box; the slices between two key slices are filled by ``core.key_slices`` (always: that is what
 several key slices ask for), and with ``--propagate`` the walk continues beyond the outermost ones
 (``--max-slices`` limits it; the walk's rules are ``core.key_slices.WALK_RULES_MORE_KEYS`` unless an option changes
