@@ -117,6 +117,31 @@ def test_key_slices_outside_the_range_and_empty_keys_are_refused_before_any_work
         session.propagate()
 
 
+def test_stop_during_a_key_slice_propagation_keeps_the_preview_as_it_was(slicer_env, worker):
+    import time
+
+    image, truth = ellipsoid((20, 30, 40), (10, 15, 20), (6, 8, 10))
+    node = add_volume(slicer_env.scene, image, (0.8, 0.9, 2.5), LPS)
+    segmentation, (sid,) = add_segmentation(slicer_env.scene, node, ("ball",))
+    backend = ThresholdBackend()
+    session, target = session_on(slicer_env, worker, node, segmentation, sid, backend)
+    session.options.range_mode = "volume"
+    draw_box(slicer_env, session, 8, (5, 3, 36, 28))
+    draw_box(slicer_env, session, 12, (5, 3, 36, 28))
+    before = {i: m.copy() for i, m in session.masks.items()}
+    backend.delay = 0.05  # each slice not seen yet takes a while to encode
+    session.propagate()
+    deadline = time.monotonic() + 30
+    while not (session.progress and session.progress[0] >= 3) and time.monotonic() < deadline:
+        session.poll()
+        time.sleep(0.01)
+    assert session.progress[0] >= 3 and session.busy
+    session.cancel_running()  # the effect's Stop button
+    assert session.wait(30)[-1] == "propagation cancelled: the preview is as it was"
+    assert sorted(session.masks) == [8, 12] and all(np.array_equal(session.masks[i], before[i]) for i in before)
+    assert session.slice_kinds == {} and session.progress is None
+
+
 def load_ctchest(env, ctchest):
     ct, seg_file = ctchest
     node = env.logics["volumes"].AddArchetypeVolume(str(ct), "CTChest4")
