@@ -30,17 +30,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, free_loopback_port
+from conftest import ROOT, ServiceProcess, free_loopback_port
 
 DEMO_BOX_IJK = (55, 36, 106, 98)  # scripts/demo.sh
 DEMO_SLICE = 20
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 WAIT_MS = 240_000  # the model on a shared 2-core CPU
+APP_STATE = ("status", "busy", "has_preview", "can_undo", "can_redo", "box_xy", "slice_index", "progress",
+             "view_geometry")  # shown when a wait fails
 
 
-class WebProcess:
-    """`samed web` in a subprocess on 127.0.0.1 (a free port); ``url``, ``log()``, ``stop()``."""
+class WebProcess(ServiceProcess):
+    """`samed web` in a subprocess on 127.0.0.1 (a free port); ``url``, ``log()``, ``rss_mb()``, ``stop()`` (the
+    log and stop of conftest's ServiceProcess)."""
 
     def __init__(self, data_dir: Path, out_dir: Path, *args: str, startup_timeout: float = 180.0):
         import urllib.request
@@ -67,27 +70,12 @@ class WebProcess:
         with urllib.request.urlopen(self.url, timeout=10) as r:
             assert r.status == 200
 
-    def log(self) -> str:
-        with open(self._log.name, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
         return float("nan")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        os.unlink(self._log.name)
 
 
 def chromium_path() -> str:
@@ -117,11 +105,27 @@ def wait_for_frame(page, before: np.ndarray, region, changed: bool, what: str,
         diff = np.abs(now[y0:y1, x0:x1] - before[y0:y1, x0:x1]).max(axis=-1)
         fraction = float(np.mean(diff > 12))
         if (fraction > 0.2) if changed else (fraction < 0.01):
+            print(f"{what}: {fraction:.3f} of the pixels inside the box changed")
             return now
         if time.monotonic() > deadline:
+            keep_frames(what, before, now)
+            whole = float(np.mean(np.abs(now - before).max(axis=-1) > 12))
+            app_state = {name: state(page, name) for name in APP_STATE}
             raise AssertionError(f"{what}: the view did not {'change' if changed else 'return'} inside the box "
-                                 f"within {timeout_s:.0f} s (changed pixels: {fraction:.3f})")
+                                 f"within {timeout_s:.0f} s (changed pixels: {fraction:.3f} inside the box, "
+                                 f"{whole:.3f} in the whole view; the app's state: {app_state})")
         page.wait_for_timeout(100)
+
+
+def keep_frames(what: str, before: np.ndarray, now: np.ndarray) -> None:
+    """On a failed wait, the two frames as PNGs under $SAMED_WEB_FAILED_FRAMES (if set) for a look afterwards."""
+    from PIL import Image
+
+    folder = os.environ.get("SAMED_WEB_FAILED_FRAMES")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for name, image in (("before", before), ("now", now)):
+            Image.fromarray(image.astype(np.uint8)).save(os.path.join(folder, f"{what}-{name}.png"))
 
 
 def stable_layout(page, timeout_s: float = 60.0) -> dict:
@@ -158,8 +162,15 @@ def state(page, name):
 
 def wait_state(page, expression: str, timeout_ms: int = WAIT_MS) -> None:
     """Wait for a JavaScript expression over the app's state (``s``), e.g. "s.get('has_preview')"."""
-    page.wait_for_function(f"() => {{ const s = window.trame && window.trame.state; return !!s && ({expression}); }}",
-                           timeout=timeout_ms)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(f"() => {{ const s = window.trame && window.trame.state; return !!s && ({expression}); }}",
+                               timeout=timeout_ms)
+    except PlaywrightTimeout:
+        app_state = {name: state(page, name) for name in APP_STATE}
+        raise AssertionError(f"not true within {timeout_ms / 1000:.0f} s: {expression}; the app's state: "
+                             f"{app_state}") from None
 
 
 def mask_on_grid(path: Path, segment: str, grid_ijk_to_ras: np.ndarray, shape) -> np.ndarray:
@@ -185,6 +196,7 @@ def web_app(ctchest, tmp_path_factory):
     out = tmp_path_factory.mktemp("samed-web-out")
     app = WebProcess(ctchest[0].parent, out, "--intensity", "minmax")
     yield app, out
+    print("the end of samed web's log:\n" + "\n".join(app.log().splitlines()[-40:]))  # shown if a test failed
     app.stop()
 
 
