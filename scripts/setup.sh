@@ -15,12 +15,15 @@ fi
 if [[ "${1:-}" == "--test" ]]; then
   "$VENV/bin/python" -m pip install -q -e ".[all,test,web]" playwright
   # headless Chromium renders the evaluation report in a test; Playwright drives it against `samed web`, whose
-  # views render with EGL (Mesa) without X; dicom3tools' dciodvfy validates the DICOM SEG files samed writes
+  # views render with EGL (Mesa) without X; dicom3tools' dciodvfy validates the DICOM SEG files samed writes;
+  # nginx is the consistent-hash proxy of tests/test_scale_nginx.py
   if { ! command -v chromium >/dev/null 2>&1 || ! ldconfig -p | grep -q libEGL_mesa || \
-       ! command -v dciodvfy >/dev/null 2>&1; } && command -v apt-get >/dev/null 2>&1; then
+       ! command -v dciodvfy >/dev/null 2>&1 || ! { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1; } \
+     && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libegl1 libegl-mesa0 \
-      dicom3tools >/dev/null) || \
-      echo "setup: could not install chromium/dicom3tools; the browser and DICOM SEG validation tests will fail" >&2
+      dicom3tools nginx >/dev/null) || \
+      echo "setup: could not install chromium/dicom3tools/nginx; the browser, DICOM SEG validation and proxy tests" \
+        "will fail" >&2
   fi
 else
   "$VENV/bin/python" -m pip install -q -e ".[all]"
