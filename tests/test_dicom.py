@@ -515,6 +515,16 @@ def test_segment_dicom_series_with_propagation_writes_a_valid_seg_with_the_same_
     assert from_seg.sum() > 1000
     touched = sorted(set(np.nonzero(from_seg)[0]))
     assert touched[0] >= k - 5 and touched[-1] <= k + 5 and len(touched) >= 8
+    # the SEG says how the segment was made: its provenance, read back by highdicom, names the box on slice k
+    import highdicom
+    from samed.core.provenance import PROVENANCE_TAG, Provenance
+
+    seg = highdicom.seg.segread(str(tmp_path / "liver.dcm"))
+    algorithm = seg.get_segment_description(1).algorithm_identification
+    recorded = Provenance.from_dicom_parameter(algorithm.parameters[PROVENANCE_TAG])
+    assert [(p.slice, p.kind) for p in recorded.prompts] == [(k, "box")]
+    from_nrrd = Provenance.from_tag_value(next(s for s in nrrd.segments if s.name == "liver").tags[PROVENANCE_TAG])
+    assert recorded.prompts == from_nrrd.prompts and recorded.model == from_nrrd.model
     # the right structure: Dice with the reference liver on the segmented slices
     on = np.zeros_like(liver)
     on[touched] = liver[touched]

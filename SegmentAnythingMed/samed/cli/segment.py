@@ -203,7 +203,8 @@ def run(args) -> int:
         "markups" if args.markups or getattr(args, "continue_prompts", None) is not None else "cli")
     if wants_dicom_seg(out, args.dicom_seg):
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_dicom_seg_output(out, {name: mask_volume}, volume, backend, args.overwrite)
+        write_dicom_seg_output(out, {name: mask_volume}, volume, backend, args.overwrite,
+                               parameters=segment_provenance.dicom_parameters(provenance))
     else:
         _write_output(out, name, mask_volume, volume, args.overwrite, segment_provenance.segment_tags(provenance))
     print(f"wrote {out} (segment {name!r}, {int(mask_volume.sum())} voxels) in {seconds:.1f} s")

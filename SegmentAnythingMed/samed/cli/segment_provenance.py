@@ -42,6 +42,15 @@ def segment_tags(provenance: Provenance) -> Dict[str, str]:
     return {PROVENANCE_TAG: provenance.to_tag_value()}
 
 
+def dicom_parameters(provenance: Provenance) -> Dict[str, str]:
+    """The provenance as one algorithm parameter of a DICOM SEG, unless it is past AlgorithmParameters' limit (LT:
+    10240 characters with the model and engine): then only its size is said (the --report keeps it whole)."""
+    value = provenance.to_dicom_parameter()
+    if len(value) > 9000:
+        return {PROVENANCE_TAG: f"omitted ({len(value)} characters): see samed segment --report"}
+    return {PROVENANCE_TAG: value}
+
+
 def continue_from(args, volume: Volume) -> Provenance:
     """Read ``args.continue_from``'s provenance, check it was made on ``volume``'s grid, and set ``args`` to its
     prompts and settings (raises ProvenanceError / PromptError with what to do)."""

@@ -125,6 +125,16 @@ class Provenance:
     def from_tag_value(cls, value: str) -> "Provenance":
         return cls.from_dict(decode_tag_value(value))
 
+    # ---- one DICOM SEG algorithm parameter ---------------------------------------------------------------------
+    def to_dicom_parameter(self) -> str:
+        """The tag value with ``,`` and ``=`` percent-encoded too: highdicom writes AlgorithmParameters (LT) as
+        ``key=value,key=value`` and splits it at those (highdicom/content.py, AlgorithmIdentificationSequence)."""
+        return self.to_tag_value().replace(",", "%2C").replace("=", "%3D")
+
+    @classmethod
+    def from_dicom_parameter(cls, value: str) -> "Provenance":
+        return cls.from_dict(decode_tag_value(value))
+
     def slice_prompts(self):
         """The prompts as a :class:`samed.core.markup_prompts.SlicePrompts`."""
         from .markup_prompts import SlicePrompts
