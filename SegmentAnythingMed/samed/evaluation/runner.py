@@ -2,7 +2,7 @@
 
 Each picture is encoded once for all its classes and modes. Rows are written to the output folder as each
 picture finishes (``store.py``), so an interrupted run resumes where it stopped; pictures can be shared out to
-several worker processes or backends (``parallel.py``). Prompt randomness (ties between equally central
+Dask workers, each with its own backend (``parallel.py``). Prompt randomness (ties between equally central
 pixels, the direction of a shifted box) comes from ``prompt_modes.seeded_rng`` keyed by picture, class and
 mode, so results do not depend on the order of work.
 """
