@@ -126,11 +126,22 @@ def test_a_uniformly_degraded_original_is_measured_and_corrected(degrade, grow_p
     assert after > 0.97 and after > before + 0.1, (before, after)
 
 
-def test_without_the_models_bias_a_dilated_original_would_be_read_as_right():
-    """The bias is what separates "the model's outline is 1 px outside, as always" from "the original is 1 px
-    too small": with model_bias_px 0, an undegraded original is grown by the fake's 1 px."""
+def test_a_model_whose_bias_differs_is_refused_by_the_images_edges():
+    """The bias is what separates "the model's outline is 1 px outside, as always" from "the original is 1 px too
+    small". A model whose bias is not the one assumed (model_bias_px 0 here; held out: LiteMedSAM on CTChest4's
+    lungs lies ~0 px outside) reads a right original as 1 px too small; the image's edges lie on the original's
+    outline and refuse the grow."""
+    blind = run(TRUTH, settings=RefineSettings(model_bias_px=0.0, edge_veto=False))
+    assert blind.check.grow_px == 1 and volume_dice(blind.masks) < 0.95
     result = run(TRUTH, settings=RefineSettings(model_bias_px=0.0))
-    assert result.check.grow_px == 1 and volume_dice(result.masks) < 0.95
+    assert result.check.edge_grow_px == 0 and "grow +1 px" in result.check.vetoed, result.check.describe()
+    assert result.check.trusted and all(np.array_equal(result.masks[i], TRUTH[i]) for i in range(len(TRUTH)))
+    moved = {i: shift_mask(grow_mask(m, 1), 2, 0) for i, m in enumerate(TRUTH)}  # a model 2 rows off the image
+    pics = pictures(TRUTH)
+    from samed.core.refine import edge_strengths
+
+    check = check_structure(dict(enumerate(TRUTH)), moved, edges=edge_strengths(dict(enumerate(pics))))
+    assert check.shift_yx == (0, 0) and check.edge_shift_yx == (0, 0) and "shift" in check.vetoed
 
 
 def test_a_slice_the_model_does_not_support_keeps_its_original():
