@@ -533,3 +533,46 @@ def test_segment_dicom_series_with_propagation_writes_a_valid_seg_with_the_same_
     assert dice > 0.6  # a box misplaced by a flipped axis would give about 0
     seg = pydicom.dcmread(tmp_path / "liver.dcm")
     assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Liver"
+
+
+def test_a_volume_set_with_a_dicom_series_as_its_image_is_evaluated_like_its_nifti(tmp_path, ct_abdomen):
+    """`samed evaluate` on a 3D set whose image is a DICOM series folder (image/): the same rows as the set with the
+    NIfTI the series was written from (a box on every slice of every structure; the real model)."""
+    import csv
+    import shutil
+
+    from samed.core.datasets import list_dataset
+    from samed.core.geometry import matrix_to_lps
+
+    from samed.core.geometry import Volume
+
+    full, (labels, _) = ct_abdomen
+    first, last = 18, 23  # six slices through the liver and spleen: the run stays short
+    ijk_to_ras = full.ijk_to_ras.copy()
+    ijk_to_ras[:3, 3] = (full.ijk_to_ras @ [0, 0, first, 1])[:3]
+    ct = Volume(full.array[first:last + 1], ijk_to_ras)
+    origin, spacing, direction = matrix_to_lps(ct.ijk_to_ras)
+    source = Path(full.metadata["path"]).parent
+    sets = {}
+    for kind in ("dicom", "nifti"):
+        folder = tmp_path / kind / "ct-abdomen"
+        folder.mkdir(parents=True)
+        io.write_volume(ct.with_array(labels.array[first:last + 1]), folder / "label.nii.gz")
+        shutil.copy(source / "labels.json", folder / "labels.json")
+        if kind == "dicom":
+            write_series(folder / "image", ct.array, origin=origin, row_dir=direction[:, 0], col_dir=direction[:, 1],
+                         pixel_spacing=(spacing[1], spacing[0]), step=direction[:, 2] * spacing[2])
+        else:
+            io.write_volume(ct, folder / "image.nii.gz")
+        sets[kind] = folder
+    info = list_dataset(sets["dicom"])
+    assert info.kind == "3d" and info.items[0].image == sets["dicom"] / "image"
+    rows = {}
+    for kind, folder in sets.items():
+        out = tmp_path / f"{kind}-out"
+        r = samed("evaluate", folder, "--prompt", "box-all", "--intensity", "ct", "--no-report", "--out", out)
+        assert r.returncode == 0, r.stderr
+        with open(next(out.rglob("*.csv"))) as f:
+            rows[kind] = [{k: v for k, v in row.items() if "time" not in k and "path" not in k} for row in
+                          csv.DictReader(f)]
+    assert rows["dicom"] and rows["dicom"] == rows["nifti"]

@@ -45,7 +45,8 @@ class DatasetInfo:
 
 
 _EXPECTED_LAYOUT = ("a 2D set (images/NAME.png and masks/NAME.png, labels.json) or a 3D set "
-                    "(image.nrrd|image.nii.gz, label.nrrd|label.nii.gz|label.seg.nrrd, labels.json)")
+                    "(image.nrrd|image.nii.gz|image/ (a DICOM series), label.nrrd|label.nii.gz|label.seg.nrrd, "
+                    "labels.json)")
 
 
 def _files_by_stem(folder: Path, extensions: Sequence[str]) -> Dict[str, Path]:
@@ -74,6 +75,8 @@ def list_dataset(path: PathLike) -> DatasetInfo:
         items = [DatasetItem(stem, image, masks.get(stem)) for stem, image in images.items()]
         return DatasetInfo(folder, "2d", items, class_names)
     image = next((folder / f"image{e}" for e in VOLUME_EXTENSIONS if (folder / f"image{e}").is_file()), None)
+    if image is None and (folder / "image").is_dir():
+        image = folder / "image"  # a DICOM series (io.read_volume reads the folder: core/dicom_series.py)
     if image is not None:
         label_exts = (SEGMENTATION_EXTENSION,) + VOLUME_EXTENSIONS
         label = next((folder / f"label{e}" for e in label_exts if (folder / f"label{e}").is_file()), None)
