@@ -304,3 +304,12 @@ def test_a_segmentation_made_on_a_coarser_grid_is_found_and_interpolated_first()
     assert dice(refined, truth) > dice(coarse, truth)
     off, result = refine_mask(backend, lambda i: pics[i], coarse, 0, RefineSettings(smooth_coarse_grid=False))
     assert result.coarse_grid == ((1, 0),) * 3
+
+
+def test_samed_refine_asks_which_structures_when_the_labelmap_holds_several(shared_data, tmp_path):
+    folder = shared_data / "volumes" / "ct-abdomen"
+    r = _samed("refine", folder / "image.nii.gz", "--segmentation", folder / "label.nii.gz", "--out",
+               tmp_path / "o.seg.nrrd")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "holds 41 structures (1 (spleen), 2 (kidney_right)" in r.stderr and "--label N|NAME" in r.stderr
+    assert not (tmp_path / "o.seg.nrrd").exists()

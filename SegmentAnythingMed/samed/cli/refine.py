@@ -89,14 +89,16 @@ def _structures(args, volume) -> List[tuple]:
     labels = list(args.label)
     if not labels:
         if io.is_segmentation_file(args.segmentation):
-            names = io.read_segmentation(args.segmentation).names
+            found = io.read_segmentation(args.segmentation).names
+            shown = list(found)
         else:
-            labelmap, _ = io.read_label(args.segmentation)
-            names = [str(int(v)) for v in np.unique(labelmap.array) if v != 0]
-        if len(names) != 1:
-            raise io.LabelError(f"{args.segmentation} holds {len(names)} structures ({', '.join(names[:20])}"
-                                f"{', ...' if len(names) > 20 else ''}): choose them with --label N|NAME")
-        labels = names
+            labelmap, label_names = io.read_label(args.segmentation)
+            found = [str(int(v)) for v in np.unique(labelmap.array) if v != 0]
+            shown = [f"{v} ({label_names.get(int(v), '?')})" for v in found]
+        if len(found) != 1:
+            raise io.LabelError(f"{args.segmentation} holds {len(found)} structures ({', '.join(shown[:20])}"
+                                f"{', ...' if len(found) > 20 else ''}): choose them with --label N|NAME")
+        labels = found
     out, seen = [], set()
     for label in labels:
         mask, name, description = _load_reference(args.segmentation, label, volume)
