@@ -313,3 +313,18 @@ def test_samed_refine_asks_which_structures_when_the_labelmap_holds_several(shar
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "holds 41 structures (1 (spleen), 2 (kidney_right)" in r.stderr and "--label N|NAME" in r.stderr
     assert not (tmp_path / "o.seg.nrrd").exists()
+
+
+def test_progress_is_reported_per_slice_and_cancel_stops_before_the_next_slice():
+    from samed.core.refine import RefineCancelled
+
+    seen = []
+    pics = pictures(TRUTH)
+    refine_structure(BrightInBoxBackend(), lambda i: pics[i], dict(enumerate(TRUTH)),
+                     progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(n, len(TRUTH)) for n in range(1, len(TRUTH) + 1)]
+    backend = BrightInBoxBackend()
+    with pytest.raises(RefineCancelled, match="after 3 of 9 slices"):
+        refine_structure(backend, lambda i: pics[i], dict(enumerate(TRUTH)),
+                         should_cancel=lambda: len(backend.calls) >= 3)
+    assert len(backend.calls) == 3

@@ -46,6 +46,10 @@ CORRECTED = "corrected"
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
 
+class RefineCancelled(Exception):
+    """The caller's ``should_cancel()`` returned True: nothing was refined."""
+
+
 @dataclass
 class RefineSettings:
     box_margin_px: float = 2.0
@@ -166,7 +170,8 @@ def outline_displacement(original: Dict[int, np.ndarray], model: Dict[int, np.nd
             continue
         sd_orig = _signed_distance(orig)
         normal_y, normal_x = np.gradient(ndimage.gaussian_filter(sd_orig, 1.0))
-        for points, d in ((_outline(mod), sd_orig[_outline(mod)]), (_outline(orig), -_signed_distance(mod)[_outline(orig)])):
+        mod_outline, orig_outline = _outline(mod), _outline(orig)
+        for points, d in ((mod_outline, sd_orig[mod_outline]), (orig_outline, -_signed_distance(mod)[orig_outline])):
             near = np.abs(d) <= window_px
             ny, nx = normal_y[points][near], normal_x[points][near]
             norm = np.hypot(ny, nx) + 1e-9
@@ -281,7 +286,7 @@ def model_masks(backend: Backend, get_slice: Callable[[int], np.ndarray], origin
     indices = [i for i in sorted(original) if original[i].any()]
     for n, i in enumerate(indices, 1):
         if should_cancel is not None and should_cancel():
-            raise KeyboardInterrupt("refinement cancelled")
+            raise RefineCancelled(f"refinement cancelled after {n - 1} of {len(indices)} slices")
         prompt = Prompt(box_xy=prompt_box(original[i], s), mask=original[i] if use_mask else None)
         pred = backend.segment(get_slice(i), prompt, multimask=False)
         masks[i], scores[i] = pred.best.astype(bool), pred.best_score
