@@ -18,5 +18,6 @@ from .http import ROUTE_HEADER, HttpBackend, RemotePropagationJob
 from .jobs import JobProgress, PropagationJob, ThreadPropagationJob, needed_slab, start_propagation
 
 __all__ = ["HttpBackend", "ROUTE_HEADER", "RemotePropagationJob", "JobProgress", "PropagationJob",
-           "ThreadPropagationJob", "needed_slab", "start_propagation", "ApiVersionError", "JobFailedError", "JobLostError", "JobTimeoutError",
+           "ThreadPropagationJob", "needed_slab", "start_propagation", "ApiVersionError", "JobFailedError",
+           "JobLostError", "JobTimeoutError",
            "ServiceAuthError", "ServiceRequestError", "ServiceTimeoutError", "ServiceUnreachableError"]
