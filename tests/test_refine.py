@@ -218,16 +218,27 @@ def _samed(*args):
     return samed(*args)
 
 
-def test_samed_refine_raises_the_dice_of_a_dilated_tumour_and_leaves_its_input_alone(dilated_tumour, tmp_path):
+@pytest.fixture(scope="module")
+def refined_locally(dilated_tumour, tmp_path_factory):
+    """``samed refine`` of the dilated tumour, in-process torch engine: (process result, output, input hashes)."""
+    import hashlib
+
+    image, seg, _, _ = dilated_tumour
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (image, seg)}
+    out = tmp_path_factory.mktemp("refined") / "refined.seg.nrrd"
+    r = _samed("refine", image, "--segmentation", seg, "--label", "tumor", "--out", out, "--engine", "torch",
+               "--device", "cpu")
+    return r, out, before
+
+
+def test_samed_refine_raises_the_dice_of_a_dilated_tumour_and_leaves_its_input_alone(dilated_tumour,
+                                                                                       refined_locally):
     import hashlib
 
     from samed.core import io
 
     image, seg, ref, dilated = dilated_tumour
-    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (image, seg)}
-    out = tmp_path / "refined.seg.nrrd"
-    r = _samed("refine", image, "--segmentation", seg, "--label", "tumor", "--out", out, "--engine", "torch",
-               "--device", "cpu")
+    r, out, before = refined_locally
     assert r.returncode == 0, r.stderr
     print(r.stdout)
     assert "tumor" in r.stdout and "corrected: grown by -" in r.stdout
@@ -238,6 +249,19 @@ def test_samed_refine_raises_the_dice_of_a_dilated_tumour_and_leaves_its_input_a
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (image, seg)} == before
     again = _samed("refine", image, "--segmentation", seg, "--label", "tumor", "--out", out)
     assert again.returncode == 2 and "--overwrite" in again.stderr, again.stderr  # no model run, nothing replaced
+
+
+def test_samed_refine_through_the_model_service_gives_the_in_process_result(dilated_tumour, refined_locally,
+                                                                            samed_service, tmp_path):
+    from samed.core import io
+
+    image, seg, _, _ = dilated_tumour
+    out = tmp_path / "remote.seg.nrrd"
+    r = _samed("refine", image, "--segmentation", seg, "--label", "tumor", "--out", out, "--backend",
+               samed_service.url)
+    assert r.returncode == 0, r.stderr + samed_service.log()
+    local = io.read_segmentation(refined_locally[1]).segment_mask("tumor")
+    assert np.array_equal(io.read_segmentation(out).segment_mask("tumor"), local)
 
 
 @pytest.mark.parametrize("args, message", [
