@@ -26,9 +26,10 @@ def add_parser(sub) -> None:
                        description="Refine structures of an existing segmentation (a model's output, a coarse manual "
                                    "one): each slice of each structure is prompted with a box around it; the "
                                    "model's masks measure, over the whole structure, how far the outline is off "
-                                   "(a uniform offset beyond the model's own bias, a shift), and the correction is "
-                                   "kept on the slices where the model agrees with it. Or, with --boxes, segment "
-                                   "the boxes of a detector.")
+                                   "(a uniform offset beyond the model's own bias, a shift); a correction the "
+                                   "image's edges also ask for is kept on the slices where the model agrees with "
+                                   "it. A segmentation made on a 2x/3x coarser grid is interpolated first. Or, with "
+                                   "--boxes, segment the boxes of a detector. See docs/evaluation.md.")
     p.add_argument("image", help="volume (.nrrd, .nii, .nii.gz, .mha)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--segmentation", metavar="SEG", help="the segmentation to refine: .seg.nrrd or a labelmap "
