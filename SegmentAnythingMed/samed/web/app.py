@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +35,7 @@ from .uploads import Uploads
 
 SEGMENT_NAME = "Segment_1"  # the name `samed segment` gives a segment without a reference label
 POLL_S = 0.1
+RENDER_AGAIN_S = 0.6  # past trame-rca's still frame (5 periods at 10 fps when the page has no focus)
 
 
 class SamWebApp(TrameApp):
@@ -62,6 +64,7 @@ class SamWebApp(TrameApp):
         self.segmentation_node = None
         self._reference_nodes = {}  # path -> segmentation node (hidden), loaded on first comparison
         self._poll_task = None
+        self._render_again_at = None
         self.undo_stack.index_changed.connect(lambda *_: self._after_edit())
 
         s = self.state
@@ -111,6 +114,15 @@ class SamWebApp(TrameApp):
     def _render(self) -> None:
         for view in self.slicer.view_manager.get_views():
             view.schedule_render()
+        self._render_again_at = time.monotonic() + RENDER_AGAIN_S
+
+    def _render_again(self) -> None:
+        """One more frame a moment after a change: the stream's last frame then shows the scene as it is even if
+        an earlier one was superseded on its way to the browser (one CI run kept a preview off the page)."""
+        if self._render_again_at is not None and time.monotonic() >= self._render_again_at:
+            self._render_again_at = None
+            for view in self.slicer.view_manager.get_views():
+                view.schedule_render()
 
     def _slice_view(self):
         """The axial ("Red") view: the one the slice controls move and the view geometry describes."""
@@ -345,6 +357,7 @@ class SamWebApp(TrameApp):
                     self._sync()
                 elif self.state.busy:
                     self._sync()
+                self._render_again()
                 if ticks % 5 == 0:
                     self._publish_view_geometry()
                 self._encode_ahead()
