@@ -7,7 +7,8 @@ Variants (each a ``run(None, {"image": x})`` encoder behind the same ONNX Runtim
 - ``bf16 openvino``: the ``openvino`` engine's encoder (mixed bfloat16 layout), where the CPU has bfloat16 units;
 - ``int8 nncf``: the encoder quantized by ``nncf.quantize`` (every layer NNCF's transformer preset picks);
 - ``int8 nncf, ignored scopes``: the same with the patch embedding and stages 0-1 kept float32 (the ``tail``
-  layout, the ``openvino-int8`` engine's).
+  layout, the ``openvino-int8`` engine's);
+- ``int8 nncf, stage 2-3 products``: only stages 2-3's products by weights in int8 (``tail-matmul``).
 
 Per variant: encode wall ms per slice (median over ``--rounds`` rounds of the CTChest4 check slices, variants
 alternating so that load changes hit all alike) and this process's CPU seconds per slice (``time.process_time``:
@@ -54,20 +55,23 @@ def variants(engine, wanted):
             out.append(("bf16 openvino", ove.OpenVinoEncoder(str(engine.artifacts.encoder), "bf16").compile(), None))
         else:
             out.append(("bf16 openvino", None, "no bfloat16 units on this CPU"))
-    for layout, label in (("all", "int8 nncf"), ("tail", "int8 nncf, ignored scopes")):
+    for layout, label in (("all", "int8 nncf"), ("tail", "int8 nncf, ignored scopes"),
+                          ("tail-matmul", "int8 nncf, stage 2-3 products")):
         if layout not in wanted:
             continue
         from samed.engines import int8_encoder as ie
 
         t0, c0 = time.perf_counter(), time.process_time()
+        was_cached = ie.quantized_paths(Path(engine.artifacts.encoder), layout)[0].exists()
         try:
             xml = ie.quantize(engine.artifacts.encoder, engine.manifest["files"]["encoder"]["sha256"],
                               engine.preprocess, layout)
         except ie.Int8Unavailable as exc:
             out.append((label, None, str(exc)))
             continue
-        print(f"  {label}: model ready in {time.perf_counter() - t0:.1f} s ({time.process_time() - c0:.1f} cpu s; "
-              f"cached after the first run)", file=sys.stderr, flush=True)
+        how = "read from the cache" if was_cached else "quantized now (cached for the next runs)"
+        print(f"  {label}: model {how} in {time.perf_counter() - t0:.1f} s ({time.process_time() - c0:.1f} cpu s)",
+              file=sys.stderr, flush=True)
         out.append((label, ie.Int8Encoder(xml, layout, getattr(engine, "_threads", None)).compile(), None))
     return out
 
@@ -112,8 +116,9 @@ def mask_agreement(engine, candidate, data):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default="bf16,all,tail",
-                    help="which reduced variants besides fp32: bf16, all (int8 nncf), tail (int8, ignored scopes)")
+    ap.add_argument("--variants", default="bf16,all,tail,tail-matmul",
+                    help="which reduced variants besides fp32: bf16, all (int8 nncf), tail (int8, ignored scopes: "
+                         "stages 0-1 float32), tail-matmul (int8 only in stages 2-3's products by weights)")
     ap.add_argument("--rounds", type=int, default=2, help="timing rounds over the 13 check slices (default 2)")
     ap.add_argument("--threads", type=int, help="encoder threads (default: the cores this process may use)")
     ap.add_argument("--cache-dir", help="the ONNX export cache (default: samed's)")
@@ -150,23 +155,25 @@ def main(argv=None) -> int:
     print(f"samed encoder variants  {time.strftime('%Y-%m-%d %H:%M')}  CPU {cpu_model()} "
           f"({len(os.sched_getaffinity(0))} usable)  load average {load0[0]:.2f} at start, {load1[0]:.2f} at end")
     print(f"check: precision_check v{pc.CHECK_VERSION} (CTChest4 walks + boxes), bound |Dice diff| <= {pc.DICE_BOUND}")
-    print(f"{'variant':28s} {'ms/slice':>9s} {'cpu s/slice':>11s} {'x fp32':>7s}  {'worst |diff|':>12s}  "
+    print(f"{'variant':28s} {'ms/slice':>9s} {'cpu s/slice':>11s} {'x fp32':>7s} {'cpu x':>6s}  {'worst |diff|':>12s}  "
           f"{'check':6s} {'box masks vs fp32 (mean/min)':>28s}  worst measure")
-    base = rows[0][1]
+    base, base_cpu = rows[0][1], rows[0][2]
     for label, wall, cpu, result, agree, note in rows:
         if wall is None:
-            print(f"{label:28s} {'-':>9s} {'-':>11s} {'-':>7s}  {'-':>12s}  {'n/a':6s} {'':>28s}  {note}")
+            print(f"{label:28s} {'-':>9s} {'-':>11s} {'-':>7s} {'-':>6s}  {'-':>12s}  {'n/a':6s} {'':>28s}  {note}")
             continue
         worst = f"{result['worst_abs_diff']:.4f}" if result else "0"
         verdict = ("pass" if result["passed"] else "FAIL") if result else "ref"
         what = result["worst"] if result else note
-        print(f"{label:28s} {wall * 1e3:9.0f} {cpu:11.3f} {base / wall:6.2f}x  {worst:>12s}  {verdict:6s} "
+        print(f"{label:28s} {wall * 1e3:9.0f} {cpu:11.3f} {base / wall:6.2f}x {base_cpu / cpu:5.2f}x  {worst:>12s}  "
+              f"{verdict:6s} "
               f"{agree[0]:20.4f} / {agree[1]:.4f}  {what}")
     for label, _, _, result, _, _ in rows:
         if result:
             print(f"\n{label}: every measure (Dice vs reference segment; float32 / candidate / |diff|)")
             print("\n".join("  " + line for line in pc.summary(result)))
-    print(f"\n(ms/slice: wall median; cpu s/slice: this process's CPU seconds, median; benchmark took "
+    print(f"\n(ms/slice: wall median; cpu s/slice: this process's CPU seconds, median; x fp32 / cpu x: speed-up "
+          f"over fp32 onnx by wall / by CPU seconds; benchmark took "
           f"{time.perf_counter() - t_start:.0f} s)")
     return 0
 

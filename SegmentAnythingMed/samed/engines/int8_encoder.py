@@ -13,7 +13,9 @@ float32's) passes on this CPU; the verdict is cached per CPU, graph, OpenVINO/NN
   ships with the packages, so every install quantizes the same way.
 - **Layouts** (:data:`LAYOUTS`): ``all`` quantizes every product and convolution NNCF's transformer preset
   picks; ``tail`` keeps the patch embedding and stages 0-1 (256x256 and 128x128 token grids, where bfloat16
-  already moved masks by up to 5 %) in float32 (NNCF ignored scopes), quantizing stages 2-3 and the neck.
+  already moved masks by up to 5 %) in float32 (NNCF ignored scopes), quantizing stages 2-3 and the neck;
+  ``tail-matmul`` also keeps the convolutions and the neck float32 (only stages 2-3's products by weights in
+  int8). On an AMD EPYC (Zen 4, VNNI, no AMX) none of them held the bound (docs/speed.md has the numbers).
 - The quantized model is saved beside the float32 graph (``.encoder-int8-<layout>.xml/.bin``, never in the
   repository), with a JSON sidecar naming its source graph and versions; a later start loads it (~1 s).
 
@@ -40,6 +42,10 @@ LAYOUTS: Dict[str, List[str]] = {
     "all": [],
     "tail": [r"/patch_embed/.*", r"/layers\.0/.*", r"/layers\.1/.*"],  # ignored scopes (stay float32)
 }
+LAYOUT_TYPES: Dict[str, List[str]] = {  # operation types a layout also keeps float32
+    "tail-matmul": ["Convolution", "GroupConvolution"],
+}
+LAYOUTS["tail-matmul"] = LAYOUTS["tail"] + [r"/neck/.*"]  # only stages 2-3's products by weights in int8
 DEFAULT_LAYOUT = "tail"
 
 
@@ -115,8 +121,9 @@ def quantize(encoder_onnx: Path, source_sha256: str, preprocess, layout: str = D
     if layout not in LAYOUTS:
         raise ValueError(f"int8 layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     xml, binf, sidecar = quantized_paths(Path(encoder_onnx), layout)
+    types = LAYOUT_TYPES.get(layout, [])
     meta_key = {"source_sha256": source_sha256, "layout": layout, "ignored": LAYOUTS[layout],
-                "calibration": CALIBRATION_VERSION, **_versions()}
+                **({"ignored_types": types} if types else {}), "calibration": CALIBRATION_VERSION, **_versions()}
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
         if meta.get("key") == meta_key and xml.is_file() and binf.stat().st_size == meta.get("bin_bytes"):
@@ -133,8 +140,8 @@ def quantize(encoder_onnx: Path, source_sha256: str, preprocess, layout: str = D
     inputs = [preprocess(p)[0] for p in calibration_pictures()]
     model = ov.Core().read_model(str(encoder_onnx))
     options = dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=subset_size or len(inputs))
-    if LAYOUTS[layout]:
-        options["ignored_scope"] = nncf.IgnoredScope(patterns=LAYOUTS[layout])
+    if LAYOUTS[layout] or types:
+        options["ignored_scope"] = nncf.IgnoredScope(patterns=LAYOUTS[layout], types=types)
     log.info("quantizing the encoder to int8 (%s, %d calibration slices; once per graph and NNCF version) ...",
              layout, len(inputs))
     nncf_log = logging.getLogger("nncf")
