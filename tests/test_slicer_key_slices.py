@@ -187,8 +187,16 @@ def test_two_boxes_on_ctchest_right_lung_with_litemedsam_preview_apply_undo(slic
     assert min(between) > RIGHT_LUNG_MIN_DICE
     assert np.array_equal(written, preview)
     assert not session.has_preview and session.preview.node is None
+    # the segment records how it was made (the tag samed segment writes and --continue reads): both boxes, the fill
+    how = segment_writer.segment_provenance(segmentation, sid)
+    assert how is not None and how.axis == "k" and how.engine
+    assert {p.slice: [round(v) for v in p.box_xy] for p in how.prompts} == {a: list(box_a), b: list(box_b)}
+    touched = np.flatnonzero(written.any(axis=(1, 2)))
+    assert how.propagation["range"] == [int(touched[0]), int(touched[-1])]
+    how.check_grid(volume.shape_kji, volume.ijk_to_ras, "CTChest4")
     target.undo()
     assert not segment_writer.segment_mask(segmentation, sid, volume).any()
+    assert segment_writer.segment_provenance(segmentation, sid) is None, "Undo left the provenance of the undone"
 
 
 def test_key_slices_through_the_model_service(slicer_env, worker, ctchest, samed_service, lite_backend):

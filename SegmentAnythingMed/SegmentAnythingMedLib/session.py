@@ -7,15 +7,14 @@ updated. Nothing is written into the user's segmentation before :meth:`EditSessi
 
 Rules
 - Clicks and a dragged box build one prompt on the slice under the view; a click on another slice starts a new
-  prompt there (the masks already previewed on other slices stay).
+  prompt there (the masks previewed on other slices stay). Apply records the prompts in the segment's tags.
 - Each prompt's result replaces the preview on its slice; the candidates (several for an ambiguous prompt such as
   one point with SAM) can be cycled, best score first.
 - Propagate walks from the slice of the last prompt through its neighbours, within the ROI's extent (when an ROI
   was used and the range is "roi"), a set range, or the whole volume. With prompts on two or more slices (e.g. a
   box on a second slice of a propagated preview) every prompted slice is a key slice: Propagate fills between
   and around them (``key_slice_session``); :attr:`slice_kinds` marks each slice key / interpolated / walked.
-- A model that does not take the prompt's kind (e.g. points for LiteMedSAM) is caught before any work.
-"""
+- A model that does not take the prompt's kind (e.g. points for LiteMedSAM) is caught before any work."""
 from __future__ import annotations
 
 import itertools
@@ -29,6 +28,7 @@ import numpy as np
 from samed.core.backend import UnsupportedPromptError, check_prompt_kinds
 from samed.core.preprocess import IntensityWindow
 from samed.core.prompts import Prompt
+from samed.core.provenance import provenance_of
 
 from .backend_settings import model_prompt_kinds
 from .errors import USER_ERRORS, BridgeError, describe_error  # noqa: F401 (the front ends import them here)
@@ -68,7 +68,7 @@ class EditSession:
         self.candidates: Optional[Candidates] = None
         self.propagation = None
         self.roi_range: Optional[Tuple[int, int]] = None
-        self.prompted = set()  # slices with a prompt of the user's: propagation does not overwrite them
+        self.prompted: Dict[int, Prompt] = {}  # slice -> the user's prompt there: propagation keeps its mask
         self.slice_kinds: Dict[int, str] = {}  # slice -> key / interpolated / walked (/ absent) after Propagate
 
     # ---------------------------------------------------------------------------------------- source and state
@@ -225,9 +225,6 @@ class EditSession:
         self.status = f"segmenting {sp.view.describe()}..."
         return job
 
-    def clear_prompt(self) -> None:
-        self.slice_prompt = None
-
     # ------------------------------------------------------------------------------------------------- results
 
     def poll(self) -> List[str]:
@@ -284,13 +281,13 @@ class EditSession:
         if self.np_axis is not None and self.np_axis != np_axis:  # another slicing direction: start over
             self.masks = {}
             self.propagation = None
-            self.prompted = set()
+            self.prompted = {}
         self.np_axis = np_axis
 
     def _accept_prompt(self, result: PromptResult, current: bool = True) -> str:
         request = result.request
         self._start_axis(request.np_axis)
-        self.prompted.add(request.index)
+        self.prompted[request.index] = request.prompt
         if not current:
             self.masks[request.index] = result.prediction.masks[0]
             self._show_preview()
@@ -379,7 +376,9 @@ class EditSession:
                                                                           if np.any(m)}
         if not masks:
             raise BridgeError("there is no preview to apply: segment a slice first")
-        report = write_masks(target, masks, self.np_axis, self.snapshot().volume, self.options.apply_mode)
+        volume = self.snapshot().volume  # the segment's tags record how it was made (as samed segment writes)
+        how = provenance_of(self.provider.current(), "kji"[self.np_axis], self.prompted, volume, self.propagation)
+        report = write_masks(target, masks, self.np_axis, volume, self.options.apply_mode, how)
         self._drop()
         self.status = f"applied: {report.describe()}"
         return report
