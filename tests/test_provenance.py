@@ -207,11 +207,12 @@ def test_continue_re_runs_key_slices(ctchest, tmp_path):
     ct, _ = ctchest
     out, again = tmp_path / "keys.seg.nrrd", tmp_path / "keys2.seg.nrrd"
     r = samed("segment", ct, "--slice", "18", "--box", "55,36,106,98", "--slice", "22", "--box", "55,36,106,98",
-              "--intensity", "minmax", "--out", out)
+              "--intensity", "minmax", "--propagate", "--max-slices", "1", "--out", out)
     assert r.returncode == 0, r.stderr
     prov = read_segment_provenance(io.read_segmentation(out))
     assert [p.slice for p in prov.prompts] == [18, 22] and prov.propagation["mode"] == "key slices"
-    assert prov.propagation["range"] == [18, 22]
+    assert prov.propagation["range"] == [17, 23]  # filled between, one slice walked beyond each end
+    assert sorted(prov.propagation["stopped"]) == ["down", "up"], prov.propagation  # and why each end stopped
     r = samed("segment", "--continue", out, ct, "--out", again)
     assert r.returncode == 0, r.stderr
     assert np.array_equal(io.read_segmentation(out).segment_mask("Segment_1"),

@@ -171,8 +171,9 @@ def run(args) -> int:
     for i, p in sorted(preds.items()):
         print(f"slice {i}: {int(p.best.sum())} px, score {p.best_score:.3f}")
     if len(args.box) > 1 or slice_prompts.key_slices:  # key slices: repeated --box/--slice, or several ROIs
-        masks = fill_from_key_slices(session, masks, args)
-        walk = {"mode": "key slices", "seeds": sorted(int(i) for i in slice_prompts.prompts)}
+        stopped = {}
+        masks = fill_from_key_slices(session, masks, args, stopped)
+        walk = {"mode": "key slices", "seeds": sorted(int(i) for i in slice_prompts.prompts), "stopped": stopped}
     elif args.propagate:
         seeds = slice_prompts.indices()
         seed = seeds[len(seeds) // 2]

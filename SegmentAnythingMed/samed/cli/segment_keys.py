@@ -9,7 +9,7 @@ one). Prints each slice's kind (key, interpolated, walked) and why each end stop
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -36,8 +36,10 @@ def key_slice_prompts(boxes, slices, points, volume, np_axis: int) -> SlicePromp
     return SlicePrompts({int(k): Prompt(box_xy=b) for k, b in zip(slices, boxes)})
 
 
-def fill_from_key_slices(session, key_masks: Dict[int, np.ndarray], args) -> Dict[int, np.ndarray]:
-    """All slices' masks from the key slices' masks (see the module docstring)."""
+def fill_from_key_slices(session, key_masks: Dict[int, np.ndarray], args, stopped: Optional[Dict[str, str]] = None
+                         ) -> Dict[int, np.ndarray]:
+    """All slices' masks from the key slices' masks (see the module docstring); why each end stopped goes into
+    ``stopped`` ("down"/"up" -> reason) when given."""
     empty = [i for i, m in key_masks.items() if not m.any()]
     if empty:
         raise PromptError(f"the box on slice(s) {empty} gave an empty mask: check the box (x = column, y = row)")
@@ -56,4 +58,6 @@ def fill_from_key_slices(session, key_masks: Dict[int, np.ndarray], args) -> Dic
         print(f"{kind} slices: {', '.join(str(i) for i in idx)}")
     for end, why in sorted(result.stopped.items()):
         print(f"key slices, {end}: stopped ({why})")
+    if stopped is not None:
+        stopped.update(result.stopped)
     return dict(result.masks)
