@@ -8,7 +8,7 @@ import pytest
 from samed.core.geometry import Volume
 from samed.core.preprocess import IntensityWindow
 from samed.core.volume_session import VolumeSession
-from samed.evaluation.interactive_3d import ABSENT, BOX, next_slice, run_interactive_3d
+from samed.evaluation.interactive_3d import ABSENT, BOX, EXCLUDE, INCLUDE, next_slice, run_interactive_3d
 from test_key_slices import BrightInBoxBackend, disk
 
 
@@ -80,3 +80,67 @@ def test_real_model_first_round_is_todays_propagation(lite_backend, shared_data)
     assert out.oracle["dice"] == pytest.approx(rows[EVERY_SLICE]["dice"], abs=1e-9)
     assert out.oracle_boxes == rows[EVERY_SLICE]["ref_slices"] == 12
     assert 0.75 < out.rounds[0].dice and min(r.dice for r in out.rounds[1:]) >= out.rounds[0].dice - 0.01
+
+
+class BrightRegionPointBackend(BrightInBoxBackend):
+    """Takes points: the bright region (8-connected) under the include points, less its pixels nearer to an
+    exclude point than to every include point (a click splits what the model finds, as SAM's do)."""
+    model = "bright-region-points"
+
+    def prompt_kinds(self):
+        return frozenset({"point", "box"})
+
+    def decode(self, handle, prompt, multimask=None):
+        from scipy import ndimage
+
+        from samed.core.backend import Prediction
+
+        if prompt.box_xy is not None:
+            return super().decode(handle, prompt, multimask)
+        pic = self.pictures[handle.key]
+        labels, _ = ndimage.label(pic[..., 0] > self.threshold, structure=np.ones((3, 3)))
+        include = np.asarray(prompt.include_points_xy, float).reshape(-1, 2)
+        exclude = np.asarray(prompt.exclude_points_xy, float).reshape(-1, 2)
+        hit = {int(labels[int(round(y)), int(round(x))]) for x, y in include} - {0}
+        mask = np.isin(labels, list(hit))
+        if len(exclude):
+            yy, xx = np.mgrid[:mask.shape[0], :mask.shape[1]]
+            near = lambda pts: np.min([np.hypot(xx - x, yy - y) for x, y in pts], axis=0)  # noqa: E731
+            mask &= ~(near(exclude) < near(include))
+        return Prediction(mask[None], [0.9 if mask.any() else 0.1])
+
+
+def test_the_point_user_clicks_the_centre_then_corrects_with_an_exclude_point():
+    """interactive-3d-points: the object is the left half of a bright disk on slice 2 (slices 1 and 3 dark).
+    Round 1: an include point at the reference's centre -> the whole disk (the right half is false). Round 2:
+    the largest error is still on key slice 2: an exclude point at the centre of the false right half -> the
+    left part only; Dice rises. Deterministic for a seed."""
+    values = np.zeros((5, 64, 64))
+    values[2][disk(12)] = 200
+    ref = np.zeros(values.shape, bool)
+    ref[2] = disk(12)
+    ref[2][:, 32:] = False
+    out = run_interactive_3d(session_for(values, BrightRegionPointBackend()), ref, 3, user="points", seed=1)
+    assert [(r.action, r.slice) for r in out.rounds[:2]] == [(INCLUDE, 2), (EXCLUDE, 2)]
+    first, second = out.rounds[0].dice, out.rounds[1].dice
+    assert first == pytest.approx(2 * ref.sum() / (ref.sum() + disk(12).sum()))
+    assert second > first + 0.2
+    again = run_interactive_3d(session_for(values, BrightRegionPointBackend()), ref, 3, user="points", seed=1)
+    assert [(r.action, r.slice, r.dice) for r in again.rounds] == [(r.action, r.slice, r.dice) for r in out.rounds]
+
+
+def test_the_point_user_marks_a_walk_past_the_end_absent_like_the_box_user():
+    values = np.zeros((16, 64, 64))
+    for k in range(4, 15):
+        values[k][disk(8)] = 200
+    ref = np.zeros(values.shape, bool)
+    ref[4:12] = disk(8)
+    out = run_interactive_3d(session_for(values, BrightRegionPointBackend()), ref, 3, user="points")
+    assert [(r.action, r.slice) for r in out.rounds[:2]] == [(INCLUDE, 7), (ABSENT, 12)]
+    assert out.rounds[1].dice == 1.0
+
+
+def test_the_point_user_is_refused_for_a_box_only_model():
+    with pytest.raises(ValueError, match="does not take point prompts.*interactive-3d:N"):
+        run_interactive_3d(session_for(np.zeros((3, 8, 8)), BrightInBoxBackend()), np.ones((3, 8, 8), bool), 2,
+                           user="points")

@@ -9,6 +9,7 @@ from ..core import io
 
 def run_interactive_3d(args, rounds: int) -> int:
     from ..backends import create_backend
+    from ..evaluation.interactive_3d import interactive_3d_user
     from ..evaluation.interactive_3d_job import evaluate_interactive_3d, format_table
     from .common import read_token
     from .outputs import check_output_folder
@@ -24,7 +25,8 @@ def run_interactive_3d(args, rounds: int) -> int:
                              engine=args.engine)
     try:
         summary = evaluate_interactive_3d(
-            backend, args.dataset, rounds, args.out, args.intensity, args.tolerance,
+            backend, args.dataset, rounds, args.out, args.intensity, args.tolerance, user=interactive_3d_user(args.prompt),
+            seed=args.seed,
             on_done=lambda volume, name, e: print(f"{volume} / {name}: Dice {e['dice'][0]:.3f} -> "
                                                   f"{e['dice'][-1]:.3f} (oracle {e['oracle']['dice']:.3f})",
                                                   flush=True))

@@ -12,40 +12,54 @@ For one structure (a class of a volume, slices along the session's axis):
    - where the reference is empty (the tool went past the object's end), marks the slice "absent" (one
      interaction: in Slicer, a key slice with an empty mask).
    The tool recomputes the whole structure from all key slices. Stops early when no slice has an error left.
+   With ``--prompt interactive-3d-points:N`` (models that take points: SAM, not LiteMedSAM/MedSAM) the user
+   clicks instead, as the study's Algorithm 1 does in 2D: on a slice without clicks, an include point at the
+   reference's centre (the pixel of its largest region farthest from the boundary); on a slice already clicked,
+   a point at the centre of that slice's error region (include where the object was missed, exclude where the
+   tool went too far), all of the slice's clicks sent together; a key slice may so be clicked again.
 3. 3D Dice, NSD and HD95 (full voxel spacing) are recorded after 1..N interactions.
 
 The oracle is a tight reference box on every slice that holds the object (``box-every-slice``): as many
 interactions as the object has slices. ``boxes_to`` says how many interactions reached a fraction of the
-oracle's Dice (``saved`` = the oracle's boxes minus those). Deterministic: no randomness is involved (the tie
-rule is fixed), so the seed is not used.
+oracle's Dice (``saved`` = the oracle's boxes minus those). Deterministic: the box user involves no randomness
+(the tie rule is fixed); the point user breaks ties between equally central pixels with the seeded generator.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..core import metrics
 from ..core.geometry import extract_slice, insert_slice
 from ..core.key_slices import KeySliceResult, KeySliceSettings, mask_for_key_box, segment_from_key_slices
-from ..core.prompts import Prompt, box_from_mask
+from ..core.prompts import POINT, Prompt, box_from_mask
 from ..core.volume_session import VolumeSession
+from . import regions as rg
 from .simulate import SCORE, choose, multimask_for
 
 INTERACTIVE_3D = "interactive-3d"
+INTERACTIVE_3D_POINTS = "interactive-3d-points"
 ABSENT, BOX = "absent", "box"
+INCLUDE, EXCLUDE = "include point", "exclude point"
+USERS = {INTERACTIVE_3D: BOX, INTERACTIVE_3D_POINTS: "points"}
 DEFAULT_INTERACTIONS, MAX_INTERACTIONS = 5, 50
 
 
+def interactive_3d_user(spec: str) -> str:
+    """"box" for ``interactive-3d:N``, "points" for ``interactive-3d-points:N``."""
+    return USERS[spec.strip().partition(":")[0]]
+
+
 def parse_interactive_3d(spec: str) -> Optional[int]:
-    """N for ``--prompt interactive-3d[:N]`` (alone); None for any other prompt spec."""
+    """N for ``--prompt interactive-3d[-points][:N]`` (alone); None for any other prompt spec."""
     parts = [p.strip() for p in spec.split(",") if p.strip()]
-    if not any(p.partition(":")[0] == INTERACTIVE_3D for p in parts):
+    if not any(p.partition(":")[0] in USERS for p in parts):
         return None
     if len(parts) != 1:
         raise ValueError(f"{INTERACTIVE_3D}:N runs on its own (a 3D protocol, not a per-slice mode): give "
-                         f"--prompt {INTERACTIVE_3D}:N alone")
+                         f"--prompt {INTERACTIVE_3D}:N (or {INTERACTIVE_3D_POINTS}:N) alone")
     _, _, arg = parts[0].partition(":")
     try:
         n = int(arg) if arg else DEFAULT_INTERACTIONS
@@ -60,7 +74,7 @@ def parse_interactive_3d(spec: str) -> Optional[int]:
 class Round:
     interactions: int
     slice: int  # where this round's interaction went
-    action: str  # box | absent
+    action: str  # box | include point | exclude point | absent | none
     dice: float
     nsd: float
     hd95: float
@@ -121,10 +135,35 @@ def next_slice(pred: np.ndarray, ref3d: np.ndarray, ax: int, taken) -> Optional[
     return int(np.argmax(errors))
 
 
+def click(session: VolumeSession, index: int, ref2d: np.ndarray, pred2d: np.ndarray, clicks: Dict[int, tuple],
+          rng: np.random.Generator, selection: str = SCORE) -> Tuple[np.ndarray, str]:
+    """The point user on one slice: the next click there (see the module docstring), the model's mask for all
+    of the slice's clicks, and what the click was."""
+    include, exclude = clicks.setdefault(index, ([], []))
+    if not include:
+        include.append(rg.farthest_point(rg.regions(ref2d)[0], rng))
+        action = INCLUDE
+    else:
+        x, y, inside = rg.correction_point(pred2d, ref2d, rng)
+        (include if inside else exclude).append((x, y))
+        action = INCLUDE if inside else EXCLUDE
+    prompt = Prompt(include_points_xy=list(include), exclude_points_xy=list(exclude))
+    return choose(session.segment_slice(index, prompt, multimask_for(selection)), ref2d, selection)[0], action
+
+
 def run_interactive_3d(session: VolumeSession, ref3d: np.ndarray, max_interactions: int,
                        settings: Optional[KeySliceSettings] = None, tolerance: float = 2.0,
-                       selection: str = SCORE, oracle: Optional[np.ndarray] = None) -> Interactive3D:
-    """Simulate up to ``max_interactions`` rounds on one structure (``ref3d`` bool on the volume's grid)."""
+                       selection: str = SCORE, oracle: Optional[np.ndarray] = None, user: str = BOX,
+                       seed: int = 0) -> Interactive3D:
+    """Simulate up to ``max_interactions`` rounds on one structure (``ref3d`` bool on the volume's grid);
+    ``user``: "box" (a tight box per round) or "points" (a click per round, see the module docstring)."""
+    if user not in USERS.values():
+        raise ValueError(f"unknown simulated user {user!r}: use one of {', '.join(USERS.values())}")
+    if user != BOX and POINT not in session.backend.prompt_kinds():
+        raise ValueError(f"{session.backend.model} does not take point prompts: use --prompt {INTERACTIVE_3D}:N "
+                         f"(boxes) with it")
+    rng = np.random.default_rng(seed)
+    clicks: Dict[int, tuple] = {}  # the point user's clicks per slice
     ref3d = np.asarray(ref3d, bool)
     ax = session.np_axis
     slices = _slices(ref3d, ax)
@@ -140,10 +179,14 @@ def run_interactive_3d(session: VolumeSession, ref3d: np.ndarray, max_interactio
     rounds: List[Round] = []
     index, action = seed_slice(slices), BOX
     res: Optional[KeySliceResult] = None
+    pred = np.zeros(ref3d.shape, bool)
     while True:
         ref2d = extract_slice(ref3d, ax, index)
         if action == ABSENT:
             keys[index] = np.zeros(ref2d.shape, bool)
+        elif user != BOX:
+            keys[index], action = click(session, index, ref2d, extract_slice(pred, ax, index), clicks, rng,
+                                        selection)
         elif res is None:
             keys[index] = box_mask(session, index, ref2d, selection)
         else:  # a box on a slice that already has a preview: the tool keeps what fits the box best
@@ -159,7 +202,7 @@ def run_interactive_3d(session: VolumeSession, ref3d: np.ndarray, max_interactio
         rounds.append(Round(len(rounds) + 1, index, action, v["dice"], v["nsd"], v["hd95"], pred, stopped))
         if len(rounds) >= max_interactions:
             break
-        nxt = next_slice(pred, ref3d, ax, keys)
+        nxt = next_slice(pred, ref3d, ax, keys if user == BOX else {i for i, m in keys.items() if not m.any()})
         if nxt is None:
             break
         index = nxt

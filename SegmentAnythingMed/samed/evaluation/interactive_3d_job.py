@@ -25,7 +25,7 @@ import numpy as np
 from ..core import io, metrics
 from ..core.files import atomic_output
 from ..core.volume_session import VolumeSession
-from .interactive_3d import INTERACTIVE_3D, run_interactive_3d
+from .interactive_3d import INTERACTIVE_3D, INTERACTIVE_3D_POINTS, run_interactive_3d
 from .store import write_csv
 from .volumes import iter_volumes
 
@@ -35,32 +35,35 @@ FRACTIONS = (0.9, 0.95)
 
 
 def evaluate_interactive_3d(backend, dataset, rounds: int, out_dir, intensity: str = "auto", tolerance: float = 2.0,
-                            on_done: Optional[Callable[[str, str, dict], None]] = None) -> dict:
-    """Run the simulated user on every class of every volume of a 3D dataset; write the files; the summary."""
+                            on_done: Optional[Callable[[str, str, dict], None]] = None, user: str = "box",
+                            seed: int = 0) -> dict:
+    """Run the simulated user (``user``: "box" or "points") on every class of every volume of a 3D dataset;
+    write the files; the summary."""
     info = io.list_dataset(dataset)
     if info.kind != "3d":
         raise ValueError(f"--prompt {INTERACTIVE_3D}:N needs a 3D dataset (image.nrrd|nii.gz, label.*); "
                          f"{info.path} is a 2D set")
     names: Dict[int, str] = info.class_names
+    spec = INTERACTIVE_3D if user == "box" else INTERACTIVE_3D_POINTS
     rows: List[dict] = []
     structures: Dict[str, dict] = {}
     for name, volume, label in iter_volumes(info):
         session = VolumeSession(volume, backend, intensity_mode=intensity)
         for class_id in (int(c) for c in np.unique(label) if c != 0):
             cname = names.get(class_id, str(class_id))
-            res = run_interactive_3d(session, label == class_id, rounds, tolerance=tolerance)
+            res = run_interactive_3d(session, label == class_id, rounds, tolerance=tolerance, user=user, seed=seed)
             base = dict(dataset=info.path.name, volume=name, class_id=class_id, class_name=cname,
                         ref_slices=res.oracle_boxes)
             rows.append(dict(base, method="oracle", interactions=res.oracle_boxes, action="box on every slice",
                              **res.oracle))
             for r in res.rounds:
-                rows.append(dict(base, method=f"{INTERACTIVE_3D}:{r.interactions}", interactions=r.interactions,
+                rows.append(dict(base, method=f"{spec}:{r.interactions}", interactions=r.interactions,
                                  slice=r.slice, action=r.action, dice=r.dice, nsd=r.nsd, hd95=r.hd95,
                                  stopped=r.stopped))
             entry = {"volume": name, "class_id": class_id, "slices": res.oracle_boxes, "oracle": res.oracle,
                      "dice": [r.dice for r in res.rounds], "nsd": [r.nsd for r in res.rounds],
                      "hd95": [r.hd95 for r in res.rounds],
-                     "actions": [f"{r.action} {r.slice}" for r in res.rounds]}
+                     "actions": [f"{r.action} {r.slice}" for r in res.rounds], "user": user}
             for f in FRACTIONS:
                 n = res.boxes_to(f)
                 entry[f"boxes_to_{f:g}"] = n
@@ -71,7 +74,8 @@ def evaluate_interactive_3d(backend, dataset, rounds: int, out_dir, intensity: s
                 on_done(name, cname, entry)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"dataset": str(info.path), "prompt": f"{INTERACTIVE_3D}:{rounds}", "model": backend.model,
+    summary = {"dataset": str(info.path), "prompt": f"{spec}:{rounds}", "user": user, "seed": seed,
+               "model": backend.model,
                "intensity": intensity, "tolerance": tolerance, "structures": structures}
     write_csv(out / "interactive_3d.csv", rows, FIELDS)
     with atomic_output(out / "interactive_3d.json") as tmp:
@@ -85,7 +89,9 @@ def format_table(summary: dict) -> str:
     structures = summary["structures"]
     n = max((len(s["dice"]) for s in structures.values()), default=0)
     head = f"{'structure':34s} {'slices':>6s} {'oracle':>7s} " + " ".join(f"{k:>6d}" for k in range(1, n + 1))
-    lines = [f"3D Dice after 1..{n} simulated boxes (interactive-3d)", head + f" {'->0.9':>6s} {'->0.95':>6s}"]
+    what = "clicks" if summary.get("user") == "points" else "boxes"
+    lines = [f"3D Dice after 1..{n} simulated {what} ({summary['prompt'].partition(':')[0]})",
+             head + f" {'->0.9':>6s} {'->0.95':>6s}"]
     for key, s in structures.items():
         curve = " ".join(f"{d:6.3f}" for d in s["dice"])
         reach = [str(s[f"boxes_to_{f:g}"] or ">") for f in FRACTIONS]
@@ -102,7 +108,7 @@ def _curve_png(entry: dict) -> Optional[bytes]:
     fig, axes = _figure(4.2, 2.6)
     ax = axes[0][0]
     x = list(range(1, len(entry["dice"]) + 1))
-    ax.plot(x, entry["dice"], marker="o", label="key-slice boxes")
+    ax.plot(x, entry["dice"], marker="o", label="key-slice " + ("clicks" if entry.get("user") == "points" else "boxes"))
     ax.axhline(entry["oracle"]["dice"], color="grey", linestyle="--",
                label=f"oracle ({entry['slices']} boxes)")
     ax.axhline(0.9 * entry["oracle"]["dice"], color="grey", linestyle=":", label="0.9 x oracle")
@@ -118,7 +124,8 @@ def report_html(summary: dict) -> str:
     esc = html.escape
     parts = [f"<html><head><meta charset='utf-8'><title>interactive-3d: {esc(summary['dataset'])}</title></head>"
              f"<body><h1>Simulated 3D user: {esc(Path(summary['dataset']).name)}</h1>",
-             f"<p>Model {esc(summary['model'])}; each next box on the slice with the largest error volume (a slice "
+             f"<p>Model {esc(summary['model'])}; each next {'click' if summary.get('user') == 'points' else 'box'} "
+             f"on the slice with the largest error volume (a slice "
              f"past the object's end is marked absent); oracle: a reference box on every slice.</p>",
              f"<pre>{esc(format_table(summary))}</pre>"]
     for key, entry in summary["structures"].items():

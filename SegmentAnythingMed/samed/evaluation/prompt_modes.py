@@ -174,7 +174,8 @@ PROMPT_MODES: Dict[str, PromptMode] = {
 
 MODE_HELP = ("point-largest, point-per-region, box-largest, box-per-region, box-all, iterative:N (N clicks, "
              f"1..{MAX_ITERATIVE_POINTS}), everything, point-offset:D (0 <= D < 1), box-shift:S (0 <= S <= 2); "
-             "3D sets: interactive-3d:N alone (a simulated user adds up to N key-slice boxes)")
+             "3D sets: interactive-3d:N alone (a simulated user adds up to N key-slice boxes; "
+             "interactive-3d-points:N: clicks, for models that take points)")
 
 
 def _number(text: str, name: str) -> float:
