@@ -576,3 +576,19 @@ def test_a_volume_set_with_a_dicom_series_as_its_image_is_evaluated_like_its_nif
             rows[kind] = [{k: v for k, v in row.items() if "time" not in k and "path" not in k} for row in
                           csv.DictReader(f)]
     assert rows["dicom"] and rows["dicom"] == rows["nifti"]
+
+
+def test_samed_refine_reads_a_dicom_folder_and_picks_a_series(tmp_path):
+    """samed refine takes a DICOM folder as segment does: several series -> exit 2 listing them; --series picks
+    one (its grid then meets the segmentation's: here an empty one, refused with its own message; it said "holds 0
+    structures (): choose them with --label" before)."""
+    ct5n = io.read_volume(CT5N)
+    empty = tmp_path / "empty.nii.gz"
+    io.write_volume(ct5n.with_array(np.zeros(ct5n.array.shape, np.uint8)), empty)
+    out = tmp_path / "refined.seg.nrrd"
+    r = samed("refine", DICOMDIR_TREE, "--segmentation", empty, "--out", out)
+    assert r.returncode == 2 and "holds 14 series: choose one with --series" in r.stderr, r.stderr
+    uid = str(pydicom.dcmread(next(CT5N.iterdir())).SeriesInstanceUID)
+    r = samed("refine", DICOMDIR_TREE, "--series", uid, "--segmentation", empty, "--out", out)
+    assert r.returncode == 2 and "is empty (no structure in it): nothing to refine" in r.stderr, r.stderr
+    assert not out.exists()

@@ -30,7 +30,10 @@ def add_parser(sub) -> None:
                                    "image's edges also ask for is kept on the slices where the model agrees with "
                                    "it. A segmentation made on a 2x/3x coarser grid is interpolated first. Or, with "
                                    "--boxes, segment the boxes of a detector. See docs/evaluation.md.")
-    p.add_argument("image", help="volume (.nrrd, .nii, .nii.gz, .mha)")
+    p.add_argument("image", help="volume (.nrrd, .nii, .nii.gz, .mha) or a folder of DICOM files (or a .dcm)")
+    p.add_argument("--series", metavar="UID", default=None,
+                   help="Series Instance UID of the DICOM series to read when the folder holds several (they are "
+                        "listed when this is left out)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--segmentation", metavar="SEG", help="the segmentation to refine: .seg.nrrd or a labelmap "
                                                            "(.nrrd, .nii.gz) on the same patient")
@@ -96,6 +99,9 @@ def _structures(args, volume) -> List[tuple]:
             labelmap, label_names = io.read_label(args.segmentation)
             found = [str(int(v)) for v in np.unique(labelmap.array) if v != 0]
             shown = [f"{v} ({label_names.get(int(v), '?')})" for v in found]
+        if not found:
+            raise io.LabelError(f"{args.segmentation} is empty (no structure in it): nothing to refine; give the "
+                                f"segmentation that holds the structure")
         if len(found) != 1:
             raise io.LabelError(f"{args.segmentation} holds {len(found)} structures ({', '.join(shown[:20])}"
                                 f"{', ...' if len(found) > 20 else ''}): choose them with --label N|NAME")
@@ -123,7 +129,7 @@ def run(args) -> int:
     settings = RefineSettings(box_margin_px=args.box_margin, box_margin_frac=args.box_margin_frac,
                               model_bias_px=args.model_bias)
     settings.validate()
-    volume = load_input(args.image)
+    volume = load_input(args.image, series=args.series)
     intensity = intensity_from_args(args, volume.array)
     np_axis = numpy_axis(args.axis, volume.ijk_to_ras)
     slice_shape = [n for a, n in enumerate(volume.array.shape[:3]) if a != np_axis]
