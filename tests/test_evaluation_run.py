@@ -134,9 +134,10 @@ def test_other_settings_in_the_same_folder_need_restart(set_2d, tmp_path):
 
 
 def test_worker_processes_give_the_same_rows(set_2d, tmp_path):
+    """Two Dask workers (a LocalCluster), each building its backend once, give the serial run's rows."""
     modes = "box-all,point-largest,iterative:2,box-shift:0.2,point-offset:0.5"  # modes pickle by name
     one, _ = run(set_2d, tmp_path / "one", modes)
-    factories = [functools.partial(make_fake, "shape"), functools.partial(make_fake, "shape", model="fake")]
+    factories = [functools.partial(make_fake, "shape")]  # one backend kind; a service replica set is one URL
     source = BackendSource("fake", factories, workers=2)
     try:
         two, _ = run(set_2d, tmp_path / "two", modes, source=source)

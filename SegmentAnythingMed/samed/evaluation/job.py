@@ -25,8 +25,9 @@ from .volumes import VOLUME_FIELDS, evaluate_volumes
 
 
 class BackendSource:
-    """Where backends come from: picklable ``factories`` (one per backend URL, or one for the in-process engine)
-    shared round-robin among ``workers`` processes, or a ready ``backend`` used in this process."""
+    """Where backends come from: a picklable factory (the in-process engine, or the one service URL: several
+    replicas sit behind a consistent-hash proxy, docs/deploy.md) that each Dask worker calls once
+    (``parallel.py``; ``workers`` is a count or a ``parallel.Cluster``), or a ready ``backend`` used here."""
 
     def __init__(self, model: str, factories: Sequence[Callable[[], Backend]] = (), workers: int = 1,
                  backend: Optional[Backend] = None):
