@@ -11,6 +11,7 @@ class Controls:
     candidate_text: str = ""
     next_candidate: bool = False
     propagate: bool = False
+    refine: bool = False  # "Refine selected segment": nothing running, no preview waiting for Apply or Cancel
     stop: bool = False
     apply: bool = False
     cancel: bool = False
@@ -26,7 +27,7 @@ def controls(session, message: Optional[str] = None) -> Controls:
     progress = session.progress
     return Controls(candidate_text=candidates.describe() if candidates is not None else "",
                     next_candidate=candidates is not None and len(candidates.prediction.scores) > 1,
-                    propagate=candidates is not None and not busy,
+                    propagate=candidates is not None and not busy, refine=not busy and not preview,
                     stop=busy, apply=preview and not busy, cancel=preview or busy,
                     progress=(progress[0], max(progress[1], 1)) if progress is not None else None,
                     status=message or session.status or None)

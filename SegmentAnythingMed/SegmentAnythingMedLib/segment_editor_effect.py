@@ -18,6 +18,7 @@ from SegmentAnythingMedLib.effect_parameters import (APPLY_CHOICES, DEFAULTS, IN
                                                      options_from_parameters, read_parameters)
 from SegmentAnythingMedLib.gestures import BOX, SliceGestures, markups_handle_hovered, markups_slice_node
 from SegmentAnythingMedLib.preview import SegmentPreview
+from SegmentAnythingMedLib.refine_session import refine_selected
 from SegmentAnythingMedLib.rubber_band import RubberBand
 from SegmentAnythingMedLib.segment_writer import EffectEditTarget
 from SegmentAnythingMedLib.session import USER_ERRORS, EditSession, describe_error
@@ -61,8 +62,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 "<b>Left-click</b> adds an include point, <b>ctrl+left-click</b> or <b>right-click</b> an exclude "
                 "point (SAM models). Or pick point lists / an ROI and press <b>Segment from markups</b>.<p>"
                 "The result is a preview: cycle the candidates, <b>Propagate</b> to neighbouring slices (within the "
-                "ROI or a range), correct a slice and propagate again, then <b>Apply</b> (undo works) or "
-                "<b>Cancel</b>. Set the backend (in-process or a model service) in the SegmentAnythingMed module.")
+                "ROI or a range), correct a slice and propagate again; or <b>Refine selected segment</b> (e.g. "
+                "another tool's); then <b>Apply</b> (undo works) or <b>Cancel</b>. Set the backend in the module.")
 
     # ------------------------------------------------------------------------------------------------ widgets
 
@@ -129,11 +130,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         rangeRow.addWidget(self.lastSpin)
         self.scriptedEffect.addLabeledOptionsWidget("Slice range:", rangeRow)
         self.propagateButton = qt.QPushButton("Propagate")
+        self.refineButton = qt.QPushButton("Refine selected segment")
         self.stopButton = qt.QPushButton("Stop")
         self.progressBar = qt.QProgressBar()
         self.progressBar.setVisible(False)
         propagateRow = qt.QHBoxLayout()
         propagateRow.addWidget(self.propagateButton)
+        propagateRow.addWidget(self.refineButton)
         propagateRow.addWidget(self.stopButton)
         propagateRow.addWidget(self.progressBar)
         self.scriptedEffect.addOptionsWidget(propagateRow)
@@ -156,12 +159,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for spin in (self.firstSpin, self.lastSpin):
             spin.connect("valueChanged(int)", self.updateMRMLFromGUI)
         self.allSlicesCheckBox.connect("toggled(bool)", self.updateMRMLFromGUI)
-        self.markupsButton.connect("clicked()", self.onSegmentFromMarkups)
-        self.nextCandidateButton.connect("clicked()", self.onNextCandidate)
-        self.propagateButton.connect("clicked()", self.onPropagate)
-        self.stopButton.connect("clicked()", self.onStop)
-        self.applyButton.connect("clicked()", self.onApply)
-        self.cancelButton.connect("clicked()", self.onCancel)
+        for button, slot in ((self.markupsButton, self.onSegmentFromMarkups), (self.propagateButton, self.onPropagate),
+                             (self.nextCandidateButton, self.onNextCandidate), (self.refineButton, self.onRefine),
+                             (self.stopButton, self.onStop), (self.applyButton, self.onApply),
+                             (self.cancelButton, self.onCancel)):
+            button.connect("clicked()", slot)
 
         # A child of the C++ effect: deleted with it, so that its connection to onPoll does not keep this object
         # alive where Slicer never calls cleanup() (5.2-5.8; https://github.com/Slicer/Slicer/issues/7392).
@@ -228,6 +230,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.candidateLabel.setText(c.candidate_text)
         self.nextCandidateButton.setEnabled(c.next_candidate)
         self.propagateButton.setEnabled(c.propagate)
+        self.refineButton.setEnabled(c.refine)
         self.stopButton.setEnabled(c.stop)
         self.applyButton.setEnabled(c.apply)
         self.cancelButton.setEnabled(c.cancel)
@@ -381,6 +384,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def onPropagate(self):
         return self._run(lambda: self._session().propagate())
+
+    def onRefine(self):
+        return self._run(lambda: refine_selected(self._session()))
 
     def onStop(self):
         return self._run(lambda: self._session().cancel_running())

@@ -37,6 +37,7 @@ from .jobs import (IntensitySpec, PromptRequest, PromptResult, PropagationOutcom
 from .key_slice_session import KeySliceOutcome, accept_key_slices, key_slices_of, submit_key_slices
 from .markup_bridge import prompts_from_markup_nodes, ras_to_view_xy
 from .preview import segment_color
+from .refine_session import JOB_NOUNS, REFINED, accept_refinement
 from .segment_writer import WriteReport, write_masks
 from .session_types import RANGE_MODES, SESSION_INTENSITY_MODES, Candidates, SessionOptions, SlicePrompt  # noqa: F401
 from .volume_bridge import ViewSlice, ijk_to_world, view_slice, volume_from_node
@@ -255,8 +256,8 @@ class EditSession:
                 continue
             if event.kind == CANCELLED:
                 self.progress = None
-                if kind == "propagate":
-                    self.status = "propagation cancelled: the preview is as it was"
+                if kind in JOB_NOUNS:
+                    self.status = f"{JOB_NOUNS[kind]} cancelled: the preview is as it was"
                     messages.append(self.status)
                 continue
             if event.kind == FAILED:
@@ -268,6 +269,7 @@ class EditSession:
             if event.kind == DONE and event.value.request.generation == self.generation:
                 try:
                     message = (self._accept_propagation(event.value) if kind == "propagate"
+                               else accept_refinement(self, event.value) if kind == "refine"
                                else self._accept_prompt(event.value, current=kind == "prompt"))
                 except Exception as exc:  # the masks are kept (accepted before the preview is drawn): say so
                     logging.error("Segment Anything: showing the result of %s failed", event.label, exc_info=True)
@@ -372,13 +374,13 @@ class EditSession:
         """Write the previewed masks into the selected segment (one undo state), then clear the preview."""
         if self.busy:
             raise BridgeError("the model is still working: wait for it or cancel before applying")
-        masks = self.masks if self.options.apply_mode == "replace" else {i: m for i, m in self.masks.items()
-                                                                          if np.any(m)}
+        mode = "replace" if REFINED in self.slice_kinds.values() else self.options.apply_mode  # Refine: replace
+        masks = self.masks if mode == "replace" else {i: m for i, m in self.masks.items() if np.any(m)}
         if not masks:
             raise BridgeError("there is no preview to apply: segment a slice first")
         volume = self.snapshot().volume  # the segment's tags record how it was made (as samed segment writes)
         how = provenance_of(self.provider.current(), "kji"[self.np_axis], self.prompted, volume, self.propagation)
-        report = write_masks(target, masks, self.np_axis, volume, self.options.apply_mode, how)
+        report = write_masks(target, masks, self.np_axis, volume, mode, how)
         self._drop()
         self.status = f"applied: {report.describe()}"
         return report
