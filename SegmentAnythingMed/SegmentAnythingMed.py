@@ -2,7 +2,8 @@
 
 The module registers the "Segment Anything" Segment Editor effect at start-up. Its panel chooses the backend
 (in-process, or a model service URL + token) and the model, installs missing Python packages after asking, and
-evaluates a segment against a reference (table, per-slice plot, CSV). The work is done by ``SegmentAnythingMedLib``
+evaluates a segment against a reference (table, per-slice plot, CSV) or measures the segments (a table, as Segment
+Statistics makes; with the Evaluation section's segmentation and grid). The work is done by ``SegmentAnythingMedLib``
 (the MRML bridge, no Qt) and ``samed`` (the library); this file is the thin Qt layer, the logic and the self-test.
 """
 import logging
@@ -151,8 +152,11 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
         self.refreshButton = qt.QPushButton("Refresh lists")
         self.evaluateButton = qt.QPushButton("Evaluate")
         self.exportButton = qt.QPushButton("Export CSV...")
+        self.measureButton = qt.QPushButton("Measure segments")
+        self.measureButton.setToolTip("Volume, diameters, RECIST axes, intensity and surface of every segment of the "
+                                      "segmentation, on the chosen grid, in a table (as Segment Statistics)")
         buttons = qt.QHBoxLayout()
-        for b in (self.refreshButton, self.evaluateButton, self.exportButton):
+        for b in (self.refreshButton, self.evaluateButton, self.exportButton, self.measureButton):
             buttons.addWidget(b)
         form.addRow(buttons)
         self.evaluationLabel = qt.QLabel("")
@@ -163,6 +167,7 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
         self.refreshButton.connect("clicked()", self.updateEvaluationGUI)
         self.evaluateButton.connect("clicked()", self.onEvaluate)
         self.exportButton.connect("clicked()", self.onExport)
+        self.measureButton.connect("clicked()", self.onMeasure)
 
     # backend ---------------------------------------------------------------------------------------------------
     def _settingsFromGUI(self):
@@ -305,6 +310,18 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
             return None
         self.evaluationLabel.setText(f"Written {written}")
         return written
+
+
+    def onMeasure(self):
+        segmentation, volume = self._nodeOf(self.segmentationCombo), self._nodeOf(self.gridCombo)
+        try:
+            table = self.logic.measure(segmentation, volume)
+        except ValueError as exc:  # BridgeError included: the message names what to choose
+            self.evaluationLabel.setText(f"Cannot measure: {exc}")
+            return None
+        self.evaluationLabel.setText(f"Measured {table.GetNumberOfRows()} segments of {segmentation.GetName()!r} on "
+                                     f"{volume.GetName()!r}: table {table.GetName()!r}")
+        return table
 
 
 class SegmentAnythingMedTest(ScriptedLoadableModuleTest):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional
 
+import slicer
 import vtk
 
 from samed.core.measurements import SegmentMeasurements, intensity_unit_of, measure
@@ -17,6 +18,8 @@ from samed.core.measurements import SegmentMeasurements, intensity_unit_of, meas
 from .errors import BridgeError
 from .segment_writer import segment_mask
 from .volume_bridge import volume_from_node
+
+MEASURED_SEGMENTATION_ATTRIBUTE = "SegmentAnythingMed.MeasurementsOf"  # on the table node: the segmentation's ID
 
 # (column name, SegmentMeasurements field, unit, description)
 COLUMNS = (
@@ -92,3 +95,37 @@ def measurements_table(scene, segmentation_node, volume_node, table_node=None,
     if table_node is None:
         table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentation_node.GetName()} measurements")
     return fill_table(table_node, rows)
+
+
+def measurements_table_of(scene, segmentation_node):
+    """The measurements table made earlier for ``segmentation_node`` (found by its attribute), or None."""
+    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
+        node = scene.GetNthNodeByClass(n, "vtkMRMLTableNode")
+        if node.GetAttribute(MEASURED_SEGMENTATION_ATTRIBUTE) == segmentation_node.GetID():
+            return node
+    return None
+
+
+def update_measurements_table(scene, segmentation_node, volume_node, table_node=None):
+    """Measure every segment into ``table_node``, else the segmentation's measurements table made earlier, else a new
+    one (so that measuring again after an edit refreshes the same table); returns the table node."""
+    if segmentation_node is None:
+        raise BridgeError("choose the segmentation whose segments to measure")
+    if table_node is None or table_node.GetScene() is not scene:
+        table_node = measurements_table_of(scene, segmentation_node)
+    table_node = measurements_table(scene, segmentation_node, volume_node, table_node)
+    table_node.SetAttribute(MEASURED_SEGMENTATION_ATTRIBUTE, segmentation_node.GetID())
+    return table_node
+
+
+def show_table(table_node) -> None:
+    """Show ``table_node`` as Segment Statistics shows its table (Modules/Scripted/SegmentStatistics/
+    SegmentStatistics.py, ``showTable``): switch to the layout with a table view that the Tables module's logic picks
+    for the current one, select the table and propagate the selection to the table views. Without a main window
+    (``slicer.app.layoutManager()`` is None) the layout stays as it is."""
+    layout_manager = slicer.app.layoutManager()
+    if layout_manager is not None:
+        layout_manager.setLayout(slicer.modules.tables.logic().GetLayoutWithTable(layout_manager.layout))
+    application_logic = slicer.app.applicationLogic()
+    application_logic.GetSelectionNode().SetActiveTableID(table_node.GetID())
+    application_logic.PropagateTableSelection()

@@ -1,6 +1,7 @@
 """The module's logic without Qt: backend settings (stored through a get/set pair such as QSettings'), installing
 what the in-process backend lacks (after the panel asked), the connection test in the worker thread, evaluation into
-table / plot nodes and CSV, and driving the effect from a script (the self-test).
+table / plot nodes and CSV, segment measurements into a table (shown as Segment Statistics shows its own), and
+driving the effect from a script (the self-test).
 
 ``SegmentAnythingMed.SegmentAnythingMedLogic`` is this class on Slicer's ScriptedLoadableModuleLogic base.
 """
@@ -27,6 +28,7 @@ class ModuleLogic:
         self.sliceTableNode = None
         self.chartNode = None
         self.seriesNode = None
+        self.measurementsTableNode = None
 
     # settings --------------------------------------------------------------------------------------------------
     def restoreSettings(self, get, remove=None):
@@ -137,6 +139,21 @@ class ModuleLogic:
         from . import evaluation_bridge
 
         return evaluation_bridge.export_csv(self.summaryTableNode, path)
+
+    # measurements ----------------------------------------------------------------------------------------------
+    def measure(self, segmentationNode, volumeNode, show=True):
+        """Every segment of ``segmentationNode`` measured over ``volumeNode`` (its grid and intensities) into the
+        segmentation's measurements table (made once, refreshed after), shown as Segment Statistics shows its table.
+        ValueError (BridgeError) says what to choose."""
+        from .measurements_table import show_table, update_measurements_table
+
+        if volumeNode is None:
+            raise ValueError("choose the volume to measure on (its grid and intensities: the source volume)")
+        scene = segmentationNode.GetScene() if segmentationNode is not None else None
+        self.measurementsTableNode = update_measurements_table(scene, segmentationNode, volumeNode)
+        if show:
+            show_table(self.measurementsTableNode)
+        return self.measurementsTableNode
 
     # the effect, driven from a script (the self-test) ----------------------------------------------------------
     @staticmethod
