@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "SegmentAnythingMed"))
 
 from samed.core import io  # noqa: E402
 from samed.core.volume_session import VolumeSession  # noqa: E402
-from samed.evaluation.interactive_3d import run_interactive_3d  # noqa: E402
+from samed.core.geometry import extract_slice  # noqa: E402
+from samed.evaluation.interactive_3d import oracle_volume, run_interactive_3d  # noqa: E402
 
 VOLUMES = Path("/work/shared/data/volumes")
 STRUCTURES = [  # (name, volume folder or "CTChest4", label value or segment name, intensity mode)
@@ -56,12 +57,37 @@ def load(folder: str, label):
     return volume, np.asarray(lab) == label
 
 
+def _dice2d(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
+
+
+def print_per_slice(ax: int, ref: np.ndarray, oracle: np.ndarray, res) -> None:
+    """One line per slice that the reference, the oracle or any round touches: reference area, the oracle's
+    2D Dice, then each round's 2D Dice (an empty slice both ways counts 1)."""
+    other = tuple(a for a in range(3) if a != ax)
+    touched = ref.any(axis=other) | oracle.any(axis=other)
+    for r in res.rounds:
+        touched |= r.pred.any(axis=other)
+    keys = {r.slice for r in res.rounds if r.action != "none"}
+    print(f"    {'slice':>5s} {'ref px':>7s} {'oracle':>6s} " + " ".join(f"{f'r{r.interactions}':>6s}"
+                                                                    for r in res.rounds))
+    for s in np.flatnonzero(touched):
+        rs = extract_slice(ref, ax, s)
+        cells = " ".join(f"{_dice2d(extract_slice(r.pred, ax, s), rs):6.3f}" for r in res.rounds)
+        mark = "*" if s in keys else " "
+        print(f"   {mark}{s:5d} {int(rs.sum()):7d} {_dice2d(extract_slice(oracle, ax, s), rs):6.3f} {cells}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--engine", default=None, help="auto (default) or torch, onnx, openvino")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", nargs="*", default=None, help="structure names containing these words")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--per-slice", action="store_true",
+                    help="after each structure: per-slice 2D Dice of the oracle and of each round (and the "
+                         "slice kinds: K key, i interpolated, w walked, . none), to see where a round loses")
     args = ap.parse_args(argv)
     from samed.backends import create_backend
 
@@ -81,7 +107,8 @@ def main(argv=None) -> int:
             sessions[(folder, intensity)] = VolumeSession(volume, backend, intensity_mode=intensity)
         session = sessions[(folder, intensity)]
         _, ref = load(folder, label)
-        res = run_interactive_3d(session, ref, rounds)
+        oracle = oracle_volume(session, ref)
+        res = run_interactive_3d(session, ref, rounds, oracle=oracle)
         dices = " ".join(f"{r.dice:7.3f}" for r in res.rounds)
         to9, to95 = res.boxes_to(0.9), res.boxes_to(0.95)
         print(f"{name:26s} {res.oracle_boxes:6d} {res.oracle['dice']:7.3f} {dices} {str(to9 or '>'):>6s} "
@@ -89,6 +116,8 @@ def main(argv=None) -> int:
         if args.verbose:
             for r in res.rounds:
                 print(f"    {r.interactions}: {r.action} on {r.slice}: dice {r.dice:.3f} ({r.stopped})")
+        if args.per_slice:
+            print_per_slice(session.np_axis, ref, oracle, res)
     backend.close()
     return 0
 

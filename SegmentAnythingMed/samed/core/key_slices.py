@@ -61,6 +61,15 @@ class KeySliceSettings:
     # structures of bench/measure_fill.py, but held out the score alone (0) did 0.011 better: see docs/evaluation.md
     shape_weight: float = 1.0
     min_shape_iou: float = 0.0  # below this agreement, keep the interpolated shape instead of the model's mask
+    # the neighbour candidate between two keys: "larger" walks from the key with the larger mask towards the
+    # smaller (a box from a larger neighbour still holds a shrinking object; one from a smaller neighbour cannot
+    # hold a growing one: a tiny key near the object's end starved the slices next to it), "nearer" from both
+    # keys inwards (each slice's neighbour on its nearer key's side)
+    fill_from: str = "larger"
+    # scale shape_weight by the two key masks' area ratio (smaller / larger): signed-distance interpolation is
+    # exact between equal shapes and far off between a key near the object's end and one in its middle (19 px
+    # and 1670 px: the shape stays far too small for most of the way), where it should not outvote the model
+    shape_weight_by_area: bool = True
     index_range: Optional[Tuple[int, int]] = None  # inclusive slice limits (an ROI's extent)
 
     def validate(self) -> None:
@@ -70,6 +79,8 @@ class KeySliceSettings:
             raise ValueError("shape_weight must be >= 0")
         if not 0 <= self.min_shape_iou <= 1:
             raise ValueError("min_shape_iou must be within 0..1")
+        if self.fill_from not in ("larger", "nearer"):
+            raise ValueError("fill_from must be 'larger' or 'nearer'")
 
 
 @dataclass
@@ -154,10 +165,19 @@ def fill_between(backend: Backend, get_slice: Callable[[int], np.ndarray], lo: i
     box_lo = _grow(box_lo, settings.walk.box_margin_frac, hw)
     box_hi = _grow(box_hi, settings.walk.box_margin_frac, hw)
     done: Dict[int, Tuple[np.ndarray, float, str]] = {lo: (lo_mask, 1.0, KEY), hi: (hi_mask, 1.0, KEY)}
-    # nearest a key first, so that every slice's neighbour on the nearer key's side is already known
-    order = sorted(range(lo + 1, hi), key=lambda i: (min(i - lo, hi - i), i))
+    if settings.fill_from == "larger":  # from the larger key's side: each slice's neighbour is the one before
+        up = int(lo_mask.sum()) >= int(hi_mask.sum())
+        order = list(range(lo + 1, hi)) if up else list(range(hi - 1, lo, -1))
+        side = {i: i - 1 if up else i + 1 for i in order}
+    else:  # nearest a key first, so that every slice's neighbour on the nearer key's side is already known
+        order = sorted(range(lo + 1, hi), key=lambda i: (min(i - lo, hi - i), i))
+        side = {i: i - 1 if i - lo <= hi - i else i + 1 for i in order}
+    weight = settings.shape_weight
+    if settings.shape_weight_by_area:
+        a0, a1 = int(lo_mask.sum()), int(hi_mask.sum())
+        weight *= min(a0, a1) / max(a0, a1)
     for i in order:
-        neighbour = done[i - 1 if i - lo <= hi - i else i + 1][0]
+        neighbour = done[side[i]][0]
         shape = shapes[i]
         picture = get_slice(i)
         best = None
@@ -165,7 +185,7 @@ def fill_between(backend: Backend, get_slice: Callable[[int], np.ndarray], lo: i
                                           settings.walk):
             pred = backend.segment(picture, Prompt(box_xy=box), multimask=False)
             agree = _iou(pred.best, shape)
-            value = pred.best_score + settings.shape_weight * agree
+            value = pred.best_score + weight * agree
             if best is None or value > best[0]:
                 best = (value, pred.best, pred.best_score, agree, name)
         _, mask, score, agree, name = best
