@@ -15,6 +15,15 @@ sys.path.insert(0, str(ROOT / "SegmentAnythingMed"))  # the library, also when i
 SHARED_DATA = Path(os.environ.get("SAMED_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def pytest_configure(config):
+    """The model runtime is loaded before any test renders with Mesa, as `samed web` does: torchvision (triton)
+    loaded after a Mesa render crashes the process (tests/test_web_runtime_order.py), which a run of the Slicer
+    view tests followed by a model test hit (exit 139)."""
+    from samed.web import preload_model_runtime
+
+    preload_model_runtime()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

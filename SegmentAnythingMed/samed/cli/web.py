@@ -40,6 +40,12 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def loads_model_here(args) -> bool:
+    """Whether this process runs the model (no --backend URL): then its runtime is loaded before the first
+    render (samed.web.preload_model_runtime)."""
+    return not args.backend or args.backend in ("local", "in-process")
+
+
 def _web_token(args):
     from ..service.auth import load_token
 
@@ -66,7 +72,11 @@ def run(args) -> int:
     if not folders:
         raise ValueError("give the folders users may open volumes from: --data DIR (or --sample-data)")
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # headless: EGL (Mesa) without X
+    from ..web import preload_model_runtime
     from ..web.files import DataFolders
+
+    if loads_model_here(args):
+        preload_model_runtime()  # before the first render: torch after Mesa's LLVM crashes (see the function)
 
     data = DataFolders(folders)
     from ..web import ensure_session_layer

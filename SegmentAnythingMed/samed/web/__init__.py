@@ -24,3 +24,19 @@ def ensure_session_layer() -> None:
         return
     raise ImportError("samed web needs the SegmentAnythingMedLib package (the Slicer side's session layer), which "
                       "this installation lacks: install samed from its source tree (pip install -e '.[web]')")
+
+
+def preload_model_runtime() -> bool:
+    """Load torch and torchvision now, before anything renders (True if they were found).
+
+    trame-slicer renders with Mesa's EGL software renderer (llvmpipe loads the system's libLLVM); torchvision's
+    import loads triton's libtriton with an LLVM of its own, and loaded after Mesa's it crashes the process
+    (tests/test_web_runtime_order.py). Loaded first, both work. The in-process engines import torch lazily (the
+    ONNX export, a precision check, the torch engine), so without this the first box could end the server.
+    """
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError:  # a service-only install: no model runtime to order
+        return False
+    return True
