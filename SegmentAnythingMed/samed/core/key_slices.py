@@ -134,11 +134,11 @@ def _lerp_box(b0: np.ndarray, b1: np.ndarray, t: float) -> np.ndarray:
     return (1 - t) * b0 + t * b1
 
 
-def _candidate_boxes(shape: np.ndarray, neighbour: np.ndarray, lerp_box: np.ndarray,
+def _candidate_boxes(shape: np.ndarray, neighbours: Sequence[np.ndarray], lerp_box: np.ndarray,
                      s: PropagationSettings) -> List[Tuple[str, np.ndarray]]:
-    hw = neighbour.shape
+    hw = shape.shape
     boxes = []
-    for name, mask in (("shape", shape), ("neighbour", neighbour)):
+    for name, mask in [("shape", shape)] + [("neighbour", m) for m in neighbours]:
         if mask.any():
             boxes.append((name, _grow(box_from_mask(mask, s.box_margin_px, hw), s.box_margin_frac, hw)))
     boxes.append(("key boxes", np.clip(lerp_box, 0, [hw[1] - 1, hw[0] - 1, hw[1] - 1, hw[0] - 1])))
@@ -177,11 +177,13 @@ def fill_between(backend: Backend, get_slice: Callable[[int], np.ndarray], lo: i
         a0, a1 = int(lo_mask.sum()), int(hi_mask.sum())
         weight *= min(a0, a1) / max(a0, a1)
     for i in order:
-        neighbour = done[side[i]][0]
+        # the neighbour on the walk's side, and the one on the other side where it is known already (the
+        # smaller key, next to it)
+        neighbours = [done[side[i]][0]] + [done[j][0] for j in (i - 1, i + 1) if j != side[i] and j in done]
         shape = shapes[i]
         picture = get_slice(i)
         best = None
-        for name, box in _candidate_boxes(shape, neighbour, _lerp_box(box_lo, box_hi, (i - lo) / (hi - lo)),
+        for name, box in _candidate_boxes(shape, neighbours, _lerp_box(box_lo, box_hi, (i - lo) / (hi - lo)),
                                           settings.walk):
             pred = backend.segment(picture, Prompt(box_xy=box), multimask=False)
             agree = _iou(pred.best, shape)
