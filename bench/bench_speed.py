@@ -166,7 +166,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="the sample data folder (default ../shared/data or $SAMED_SHARED_DATA)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
-    p.add_argument("--engine", default="auto", help="ours: auto (default), openvino, onnx, onnx-int8 or torch")
+    p.add_argument("--engine", default="auto", help="ours: auto (default), openvino, openvino-int8, openvino-f32, "
+                                                    "onnx, onnx-int8 or torch")
     p.add_argument("--decodes", type=int, default=30, help="prompts per decode timing (default %(default)s)")
     p.add_argument("--encode-slices", type=int, default=6, help="slices per encode timing (default %(default)s)")
     p.add_argument("--prefetch", dest="prefetch", action="store_true", default=None,

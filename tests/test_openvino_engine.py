@@ -219,3 +219,84 @@ def test_auto_falls_back_to_float32_without_bfloat16_units(onnx_engine, onnx_cac
     assert "no bfloat16 units" in engine.info()["fallback_reason"]
     with pytest.raises(OnnxUnavailable, match="runs on the CPU"):
         OnnxEngine("litemedsam", device="cuda", cache_dir=str(onnx_cache), precision="bf16")
+
+
+# ---- openvino-f32: the float32 graph compiled by OpenVINO, used by auto where it is measured faster -------------
+def _saved(path):
+    return path.read_bytes() if path.exists() else None
+
+
+def _restore(path, saved):
+    path.unlink(missing_ok=True)
+    if saved is not None:
+        path.write_bytes(saved)
+
+
+def test_f32_speed_rule_needs_less_cpu_and_keeps_accuracy_refusals():
+    """The rule on the check's result: faster by >= F32_FASTER_BY in CPU s per slice, and an accuracy refusal
+    stays a refusal however fast."""
+    base = {"passed": True, "worst_abs_diff": 0.0, "encode_cpu_s": {"float32": 0.767, "candidate": 0.594}}
+    ok = ove.f32_speed_verdict(base)
+    assert ok["passed"] and ok["speedup_cpu"] == pytest.approx(0.767 / 0.594, abs=1e-3)
+    slow = ove.f32_speed_verdict(dict(base, encode_cpu_s={"float32": 0.767, "candidate": 0.75}))
+    assert not slow["passed"] and "not faster than ONNX Runtime float32" in slow["why"] and "0.750" in slow["why"]
+    bad = ove.f32_speed_verdict(dict(base, passed=False, why="leave the accuracy bound"))
+    assert not bad["passed"] and bad["why"] == "leave the accuracy bound"
+    assert not ove.f32_speed_verdict(dict(base, encode_cpu_s={}))["passed"]  # unmeasured: not used
+
+
+def test_auto_follows_the_measured_f32_verdict_and_caches_it(onnx_engine, onnx_cache, monkeypatch):
+    """The real check on this CPU (CTChest4 walks and boxes, timed): OpenVINO float32's masks hold the bound
+    (float32 both), and auto uses openvino-f32 exactly when the check measured it faster; the next start reads the
+    cached verdict (a cached refusal compiles nothing)."""
+    from samed.engines.selection import create_engine
+
+    sidecar = ove.f32_check_path(onnx_engine.artifacts.encoder)
+    saved = _saved(sidecar)
+    monkeypatch.setattr(selection, "AUTO_REDUCED", ())  # bf16 / int8: the tests above and test_int8_engine.py
+    sidecar.unlink(missing_ok=True)
+    try:
+        engine = create_engine("litemedsam", None, "cpu", "auto", cache_dir=str(onnx_cache))
+        result = json.loads(sidecar.read_text())["result"]
+        assert result["worst_abs_diff"] <= 0.005 and set(result["encode_cpu_s"]) == {"float32", "candidate"}
+        assert all(v > 0 for v in result["encode_cpu_s"].values())
+        faster = result["encode_cpu_s"]["candidate"] <= result["encode_cpu_s"]["float32"] * (1 - ove.F32_FASTER_BY)
+        assert result["passed"] == faster, result
+        if faster:
+            assert (engine.engine, engine.precision) == ("openvino-f32", "fp32-openvino")
+            assert "fp32" in engine.info()["providers"][0] and engine.info()["precision_check"]["passed"]
+        else:
+            assert engine.engine == "onnx" and "not faster than ONNX Runtime float32" in engine.fallback_reason
+            monkeypatch.setattr(ove.OpenVinoEncoder, "compile", lambda self: pytest.fail("compiled a refused one"))
+        mtime = sidecar.stat().st_mtime_ns
+        again = create_engine("litemedsam", None, "cpu", "auto", cache_dir=str(onnx_cache))
+        assert again.engine == engine.engine and sidecar.stat().st_mtime_ns == mtime
+        if faster:
+            assert again.precision_check["cached"]
+    finally:
+        _restore(sidecar, saved)
+
+
+def test_openvino_f32_engine_masks_match_torch_on_real_slices(onnx_engine, onnx_cache, lite_backend, real_slices,
+                                                              monkeypatch):
+    """engine openvino-f32 (speed rule off, so it opens on any CPU; its accuracy check is real): features within
+    float rounding of torch's, box masks equal or Dice > 0.995, every Dice against the reference within 0.005."""
+    from samed.engines.onnx_engine import OnnxEngine
+
+    sidecar = ove.f32_check_path(onnx_engine.artifacts.encoder)
+    saved = _saved(sidecar)
+    monkeypatch.setattr(ove, "F32_FASTER_BY", -100.0)  # in the cache key: a verdict of its own
+    try:
+        engine = OnnxEngine("litemedsam", device="cpu", cache_dir=str(onnx_cache), precision="fp32-openvino")
+        assert engine.engine == "openvino-f32" and "OpenVINO" in engine.info()["providers"][0]
+        assert engine.info()["precision_check"]["worst_abs_diff"] <= 0.005
+        torch_engine = lite_backend.engine
+        for name, picture, ref in real_slices:
+            emb_v, emb_t = engine.encode(picture), torch_engine.encode(picture)
+            assert np.abs(emb_v.features - emb_t.features.cpu().numpy()).max() < 1e-3, name
+            box = Prompt(box_xy=box_from_mask(ref))
+            mv, mt = engine.decode(emb_v, box).best, torch_engine.decode(emb_t, box).best
+            assert np.array_equal(mv, mt) or dice(mv, mt) > 0.995, name
+            assert abs(dice(mv, ref) - dice(mt, ref)) <= 0.005, name
+    finally:
+        _restore(sidecar, saved)

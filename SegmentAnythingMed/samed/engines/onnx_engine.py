@@ -41,9 +41,10 @@ from .onnx_export import (ONNX_MODELS, OnnxArtifacts, OnnxExportError, default_c
 log = logging.getLogger(__name__)
 
 EMBEDDING_DTYPES = ("float32", "float16")
-PRECISIONS = ("fp32", "int8", "bf16", "int8-nncf")  # bf16 / int8-nncf: the encoder in OpenVINO (openvino_encoder.py,
-# int8_encoder.py); int8: ONNX Runtime's dynamic quantization (opt-in, engine "onnx-int8")
-ENGINE_NAMES = {"bf16": "openvino", "int8-nncf": "openvino-int8"}  # else "onnx" (as selection.ENGINES)
+PRECISIONS = ("fp32", "int8", "bf16", "int8-nncf", "fp32-openvino")  # bf16 / int8-nncf / fp32-openvino: the
+# encoder in OpenVINO (openvino_encoder.py, int8_encoder.py); int8: ONNX Runtime's dynamic quantization (opt-in)
+ENGINE_NAMES = {"bf16": "openvino", "int8-nncf": "openvino-int8",
+                "fp32-openvino": "openvino-f32"}  # else "onnx" (as selection.ENGINES)
 PREPARED_NAMES = ("keys0", "k0_t2i", "v0_t2i", "q0_i2t")  # onnx_decoder.PREPARED (not imported: it needs torch)
 
 
@@ -215,6 +216,10 @@ class OnnxEngine:
             from .int8_encoder import open_checked
 
             self.precision_check, self._encoder = open_checked(self, self._float32_session)
+        elif self.precision == "fp32-openvino":  # float32 compiled by OpenVINO: checked, and faster here
+            from .openvino_encoder import open_f32_checked
+
+            self.precision_check, self._encoder = open_f32_checked(self, self._float32_session)
 
     # ---- graphs: cache, export, sessions ---------------------------------------------------------------------
     def _checkpoint_path(self, checkpoint: Optional[str]) -> str:

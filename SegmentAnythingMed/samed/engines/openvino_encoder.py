@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # the bfloat16 encoder is used only if it passes precision_check (walks and boxes on CTChest4 within the Dice
 # bound of float32); the cached result is keyed by this version too
 BF16_CHECK_VERSION = 2
+F32_CHECK_VERSION = 1  # the float32 compilation's verdict: check + speed against ONNX Runtime float32
+F32_FASTER_BY = 0.05  # OpenVINO float32 replaces ONNX Runtime float32 only if it takes >= 5 % less CPU per slice
 BF16_TAIL = "layers.2"  # the first TinyViT stage that runs wholly in bfloat16 (with the stages after it and the neck)
 
 
@@ -148,7 +150,7 @@ class OpenVinoEncoder:
             self.device_name = str(core.get_property("CPU", "FULL_DEVICE_NAME"))
         except RuntimeError:
             self.device_name = "CPU"
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         model = core.read_model(str(onnx_path))
@@ -235,3 +237,69 @@ def check_bf16(engine, encoder: "OpenVinoEncoder", float32_factory, sidecar: Pat
     run = lambda: precision_check.check_reduced_precision(engine, encoder, float32_factory)  # noqa: E731
     return precision_check.cached_verdict(sidecar, bf16_check_key(encoder, source_sha256), run, "bfloat16 encoder",
                                           OpenVinoUnavailable)
+
+
+def f32_check_path(encoder_onnx) -> Path:
+    """Where the float32 OpenVINO encoder's verdict (check + speed) is cached, beside the graphs."""
+    enc = Path(encoder_onnx)
+    return enc.with_name(enc.name.replace(".encoder.onnx", ".encoder-ovf32-check.json"))
+
+
+def f32_check_key(encoder: "OpenVinoEncoder", source_sha256: str, threads: int) -> dict:
+    """What the float32 verdict depends on: the masks (graph, OpenVINO version, CPU, check, bound) and the speed
+    comparison (ONNX Runtime's version, threads)."""
+    from importlib import metadata
+
+    from . import precision_check
+
+    try:
+        ort_version = metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        ort_version = "none"
+    return {"source_sha256": source_sha256, "openvino": encoder.version, "onnxruntime": ort_version,
+            "cpu": encoder.device_name, "cpu_identity": cpu_identity(), "threads": int(threads),
+            "version": F32_CHECK_VERSION, "faster_by": F32_FASTER_BY, "check": precision_check.CHECK_VERSION,
+            "dice_bound": precision_check.DICE_BOUND}
+
+
+def f32_speed_verdict(result: dict, faster_by: Optional[float] = None) -> dict:
+    """``result`` of :func:`precision_check.compare` with the speed rule added: the OpenVINO float32 encoder is
+    used only if its median CPU seconds per slice are at least ``faster_by`` (default :data:`F32_FASTER_BY`)
+    below ONNX Runtime float32's in the same check (same slices, same process); else ``passed`` is False with
+    the measured times in ``why`` (not an accuracy refusal: its masks may well be equal)."""
+    faster_by = F32_FASTER_BY if faster_by is None else float(faster_by)
+    cpu = result.get("encode_cpu_s") or {}
+    ours, ref = cpu.get("candidate"), cpu.get("float32")
+    out = dict(result)
+    if not ours or not ref:
+        out.update(passed=False, why="its speed against ONNX Runtime float32 was not measured")
+        return out
+    out["speedup_cpu"] = round(ref / ours, 3)
+    if result.get("passed") and ours > ref * (1.0 - faster_by):
+        out.update(passed=False, why=(f"not faster than ONNX Runtime float32 on this CPU: {ours:.3f} vs "
+                                      f"{ref:.3f} CPU s per slice (needs {faster_by:.0%} less)"))
+    return out
+
+
+def open_f32_checked(engine, float32_factory):
+    """(verdict, compiled float32 :class:`OpenVinoEncoder`) for ``engine`` (an ONNX engine: its preprocessing and
+    decoder), or :class:`OpenVinoUnavailable` saying why not: its masks left the bound of ONNX Runtime float32's
+    on the CTChest4 check (not expected: same precision, other kernels), or it was not faster on this CPU.
+    Cached per CPU, graph, OpenVINO / ONNX Runtime versions and threads; a cached refusal compiles nothing."""
+    import os
+
+    from . import precision_check
+    from .onnx_engine import available_cores
+
+    threads = int(getattr(engine, "_threads", None) or os.environ.get("SAMED_ORT_THREADS") or available_cores())
+    encoder = OpenVinoEncoder(str(engine.artifacts.encoder), "fp32", threads)
+    sha = engine.manifest["files"]["encoder"]["sha256"]
+
+    def run():
+        encoder.compile()  # not inside the timed encodes
+        return f32_speed_verdict(precision_check.check_reduced_precision(engine, encoder, float32_factory))
+
+    verdict = precision_check.cached_verdict(f32_check_path(engine.artifacts.encoder),
+                                             f32_check_key(encoder, sha, threads), run,
+                                             "OpenVINO float32 encoder", OpenVinoUnavailable)
+    return verdict, encoder.compile()
