@@ -247,3 +247,21 @@ def test_the_slice_next_to_the_smaller_key_gets_that_keys_box_too():
     pics = volume(masks)
     res = segment_from_key_slices(CutScoreBackend(), lambda i: pics[i], 5, {0: masks[0], 4: masks[4]})
     assert np.array_equal(res.masks[3], masks[3]), (int(res.masks[3].sum()), int((res.masks[3] & masks[3]).sum()))
+
+
+def test_a_preview_spilling_out_of_the_box_is_not_kept_because_clipping_makes_it_fit():
+    """Issue 11 (CTChest4 left lung, 3rd box on slice 7: the model's mask had Dice 0.835 but the key became the
+    wrong preview clipped to the box, Dice 0.19, and the fill from it took slices 9..15 from ~0.8 to ~0.65):
+    any mask larger than the box touches its four sides once clipped, so a prior is judged by how its own
+    extent fits the box, before clipping. Here the reference is a disk and a faint speck (invisible to the
+    model) that widens the tight box: the model's disk fits the box only partly; the preview spilled over the
+    whole picture."""
+    pic = volume([disk(8)])[0]
+    pic[45, 45] = 90  # the reference's speck: below the fake model's threshold
+    ref = disk(8)
+    ref[45, 45] = True
+    box = np.array([24, 24, 45, 45])
+    spilled = np.zeros((64, 64), bool)
+    spilled[4:60, 4:60] = True
+    mask, _, source = mask_for_key_box(BrightInBoxBackend(), pic, box, [(spilled, 0.9)])
+    assert source == "model" and np.array_equal(mask, disk(8))

@@ -336,17 +336,19 @@ def mask_for_key_box(backend: Backend, picture: np.ndarray, box_xy, priors: Sequ
     A user's box is tight: the object touches its four sides. Candidates are the model's masks for the box and
     ``priors`` (masks the tool already had on this slice, e.g. the preview there, with their scores) clipped to
     the box; the candidate whose own tight box fits the user's box best (``box_fit``, plus ``score_weight`` x
-    its score) is kept, so a box never makes a slice worse than the preview it corrects when the model
+    its score; a prior's fit is that of its extent before clipping: clipped, any mask larger than the box would
+    touch its four sides) is kept, so a box never makes a slice worse than the preview it corrects when the model
     misreads it.
     """
     pred = backend.segment(picture, Prompt(box_xy=np.asarray(box_xy, float)), multimask=False)
-    cands = [(pred.best, pred.best_score, "model")]
+    cands = [(pred.best, pred.best_score, "model", box_fit(pred.best, box_xy))]
     for k, (prior, score) in enumerate(priors):
-        clipped = clip_to_box(np.asarray(prior, bool), box_xy)
-        if clipped.any():
-            cands.append((clipped, float(score), f"prior {k + 1}"))
-    best = max(cands, key=lambda c: box_fit(c[0], box_xy) + score_weight * c[1])
-    return best
+        prior = np.asarray(prior, bool)
+        clipped = clip_to_box(prior, box_xy)
+        if clipped.any():  # judged by its own extent: clipped, any mask larger than the box would fit it
+            cands.append((clipped, float(score), f"prior {k + 1}", box_fit(prior, box_xy)))
+    best = max(cands, key=lambda c: c[3] + score_weight * c[1])
+    return best[:3]
 
 
 def key_masks_from_prompts(backend: Backend, get_slice: Callable[[int], np.ndarray],
