@@ -117,6 +117,7 @@ def test_selection_auto_prefers_onnx_and_falls_back_to_torch(onnx_cache, monkeyp
     from samed.engines.openvino_encoder import bf16_capable
 
     monkeypatch.setattr(selection, "AUTO_REDUCED", ("openvino",))  # the int8 encoder: tests/test_int8_engine.py
+    monkeypatch.setattr(selection, "AUTO_FLOAT32", ())  # openvino-f32: test_openvino_engine.py
     engine = create_engine("litemedsam", None, "cpu", "auto", cache_dir=str(onnx_cache))
     assert not engine.exported
     # auto: the OpenVINO bfloat16 encoder where it can run and holds the accuracy bound on this CPU

@@ -158,6 +158,7 @@ def test_auto_refuses_a_drifting_bf16_encoder_says_why_and_caches_it(onnx_engine
     saved = sidecar.read_bytes() if sidecar.exists() else None
     drifting = Drifting(float32_once, 0.03)
     monkeypatch.setattr(selection, "AUTO_REDUCED", ("openvino",))  # the int8 encoder: tests/test_int8_engine.py
+    monkeypatch.setattr(selection, "AUTO_FLOAT32", ())  # openvino-f32: test_openvino_engine.py
     monkeypatch.setattr(ove.OpenVinoEncoder, "run", lambda self, names, feeds: drifting.run(names, feeds))
     sidecar.unlink(missing_ok=True)
     try:
@@ -191,6 +192,7 @@ def test_auto_uses_bf16_when_its_check_passes_and_caches_the_pass(onnx_engine, o
     saved = sidecar.read_bytes() if sidecar.exists() else None
     monkeypatch.setattr(pc, "DICE_BOUND", 0.05)
     monkeypatch.setattr(selection, "AUTO_REDUCED", ("openvino",))  # the int8 encoder: tests/test_int8_engine.py
+    monkeypatch.setattr(selection, "AUTO_FLOAT32", ())  # openvino-f32: test_openvino_engine.py
     try:
         engine = create_engine("litemedsam", None, "cpu", "auto", cache_dir=str(onnx_cache))
         assert (engine.engine, engine.precision) == ("openvino", "bf16") and not engine.fallback_reason
@@ -211,6 +213,7 @@ def test_auto_falls_back_to_float32_without_bfloat16_units(onnx_engine, onnx_cac
 
     monkeypatch.setattr(ove, "bf16_capable", lambda core=None: False)
     monkeypatch.setattr(selection, "AUTO_REDUCED", ("openvino",))  # the int8 encoder: tests/test_int8_engine.py
+    monkeypatch.setattr(selection, "AUTO_FLOAT32", ())  # openvino-f32: test_openvino_engine.py
     with pytest.raises(ove.OpenVinoUnavailable, match="no bfloat16 units"):
         OnnxEngine("litemedsam", device="cpu", cache_dir=str(onnx_cache), precision="bf16")
     with caplog.at_level(logging.INFO, logger="samed.engines.selection"):
