@@ -95,6 +95,7 @@ def test_the_real_check_judges_the_int8_encoder_on_this_cpu(onnx_engine, onnx_ca
     from samed.engines.openvino_encoder import cpu_identity
 
     monkeypatch.setattr(selection, "AUTO_REDUCED", ("openvino-int8",))
+    monkeypatch.setattr(selection, "AUTO_FLOAT32", ())  # openvino-f32: test_openvino_engine.py
     try:
         engine = OnnxEngine("litemedsam", device="cpu", cache_dir=str(onnx_cache), precision="int8-nncf")
         verdict, refusal = engine.precision_check, None
@@ -122,6 +123,7 @@ def test_auto_uses_int8_when_its_verdict_passes_and_reads_it_from_the_cache(onnx
                                                                            sidecar, monkeypatch):
     calls = []
     monkeypatch.setattr(selection, "AUTO_REDUCED", ("openvino-int8",))
+    monkeypatch.setattr(selection, "AUTO_FLOAT32", ())  # openvino-f32: test_openvino_engine.py
     monkeypatch.setattr(pc, "check_reduced_precision", lambda *a, **k: calls.append(1) or fake_result(True, 0.002))
     engine = selection.create_engine("litemedsam", None, "cpu", "auto", cache_dir=str(onnx_cache))
     assert (engine.engine, engine.precision) == ("openvino-int8", "int8-nncf") and not engine.fallback_reason
@@ -138,6 +140,7 @@ def test_auto_refuses_int8_on_a_failing_verdict_says_why_and_caches_it(onnx_engi
                                                                       monkeypatch, caplog):
     calls = []
     monkeypatch.setattr(selection, "AUTO_REDUCED", ("openvino-int8",))
+    monkeypatch.setattr(selection, "AUTO_FLOAT32", ())  # openvino-f32: test_openvino_engine.py
     monkeypatch.setattr(pc, "check_reduced_precision", lambda *a, **k: calls.append(1) or fake_result(False, 0.02))
     with caplog.at_level(logging.WARNING, logger="samed.engines"):
         engine = selection.create_engine("litemedsam", None, "cpu", "auto", cache_dir=str(onnx_cache))
@@ -156,6 +159,7 @@ def test_auto_refuses_int8_on_a_failing_verdict_says_why_and_caches_it(onnx_engi
     sidecar.write_text(json.dumps(cached))
     monkeypatch.undo()
     monkeypatch.setattr(selection, "AUTO_REDUCED", ("openvino-int8",))
+    monkeypatch.setattr(selection, "AUTO_FLOAT32", ())  # openvino-f32: test_openvino_engine.py
     monkeypatch.setattr(pc, "check_reduced_precision", lambda *a, **k: calls.append(2) or fake_result(False, 0.03))
     third = selection.create_engine("litemedsam", None, "cpu", "auto", cache_dir=str(onnx_cache))
     assert third.engine == "onnx" and "0.0300" in third.fallback_reason and calls == [1, 2]
@@ -167,6 +171,7 @@ def test_int8_needs_nncf_and_says_how_to_get_it(onnx_cache, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
     monkeypatch.setattr(selection, "AUTO_REDUCED", ("openvino-int8",))
+    monkeypatch.setattr(selection, "AUTO_FLOAT32", ())  # openvino-f32: test_openvino_engine.py
     engine = selection.create_engine("litemedsam", None, "cpu", "auto", cache_dir=str(onnx_cache))
     assert engine.engine == "onnx"
     assert "nncf not installed (pip install 'segmentanythingmed[int8]')" in engine.fallback_reason
