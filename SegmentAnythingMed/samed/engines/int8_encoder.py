@@ -142,8 +142,8 @@ def quantize(encoder_onnx: Path, source_sha256: str, preprocess, layout: str = D
     options = dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=subset_size or len(inputs))
     if LAYOUTS[layout] or types:
         options["ignored_scope"] = nncf.IgnoredScope(patterns=LAYOUTS[layout], types=types)
-    log.info("quantizing the encoder to int8 (%s, %d calibration slices; once per graph and NNCF version) ...",
-             layout, len(inputs))
+    log.warning("quantizing the encoder to int8 (%s, %d calibration slices; once per graph and NNCF version) ...",
+                layout, len(inputs))
     nncf_log = logging.getLogger("nncf")
     level = nncf_log.level
     nncf_log.setLevel(logging.WARNING)  # NNCF lists every node it leaves alone at INFO

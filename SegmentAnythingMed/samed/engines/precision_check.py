@@ -208,7 +208,8 @@ def cached_verdict(sidecar: Path, key: dict, run_check: Callable[[], dict], what
             return result
     except (OSError, ValueError, KeyError):
         pass
-    log.info("checking the %s against float32 on CTChest4 (once per CPU, graph and runtime version) ...", what)
+    log.warning("checking the %s against float32 on CTChest4 (once per CPU, graph and runtime version; about a "
+                "minute) ...", what)
     try:
         result = run_check()
     except (ImportError, OSError, ValueError, KeyError) as exc:  # the check data cannot be read: do not trust it
