@@ -123,7 +123,7 @@ def engine_label(backend) -> str:
     kind = getattr(eng, "engine", "torch")
     info = eng.info() if eng is not None else {}
     extra = ""
-    if kind in ("onnx", "openvino"):
+    if kind in ("onnx", "openvino", "openvino-f32", "openvino-int8"):
         providers = ",".join(p.replace("ExecutionProvider", "") for p in info["providers"])
         extra = f", {info.get('precision')}, {info.get('threads')} threads, {providers}"
     reason = getattr(eng, "fallback_reason", None)

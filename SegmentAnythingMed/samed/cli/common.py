@@ -20,7 +20,8 @@ def add_backend_options(p) -> None:
     g.add_argument("--engine", choices=ENGINES, default=None,
                    help="in-process engine: auto (default, or $SAMED_ENGINE: the fastest engine available here that "
                         "passed its checks, else torch), torch (the reference), onnx (ONNX Runtime), openvino "
-                        "(LiteMedSAM's encoder in bfloat16 on CPUs with AMX/AVX512-BF16), onnx-int8 (faster, less "
+                        "(LiteMedSAM's encoder in bfloat16 on CPUs with AMX/AVX512-BF16), openvino-f32 (its float32 "
+                        "encoder compiled by OpenVINO), openvino-int8 (quantized by NNCF), onnx-int8 (faster, less "
                         "exact; opt-in). See docs/speed.md")
     g.add_argument("--backend", default="local",
                    help="'local' (in-process, default) or the model service's URL, e.g. http://127.0.0.1:8765")

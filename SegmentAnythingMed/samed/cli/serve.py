@@ -76,7 +76,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when present)")
     p.add_argument("--engine", choices=ENGINES,
                    help="torch (the reference), onnx (ONNX Runtime, LiteMedSAM), openvino (LiteMedSAM's encoder in "
-                        "bfloat16 on CPUs with AMX/AVX512-BF16), openvino-int8 (its encoder quantized by NNCF), "
+                        "bfloat16 on CPUs with AMX/AVX512-BF16), openvino-f32 (its float32 encoder compiled by OpenVINO), "
+                        "openvino-int8 (its encoder quantized by NNCF), "
                         "onnx-int8 (opt-in, less exact) or auto (default: $SAMED_ENGINE, else auto: the fastest "
                         "engine available here that passed its checks; the start-up line says why a faster one "
                         "was not used)")
