@@ -93,7 +93,11 @@ def test_torch_and_onnx_agree_per_option(engines, pictures, option):
 
 
 def test_options_change_the_masks(engines, pictures):
-    """The options reach the model: on the shrinking picture, filter and geometry each change the embedding."""
+    """The options reach the model: on the shrinking picture, filter and geometry each change the embedding; each
+    engine says which it uses (info(): what /v1/info and the provenance report)."""
+    for (resize_filter, resize), pair in engines.items():
+        for engine in pair:
+            assert (engine.info()["resize_filter"], engine.info()["resize"]) == (resize_filter, resize)
     name, picture, _ = pictures[0]
     feats = {opt: engines[opt][0].encode(picture).features.cpu().numpy() for opt in OPTIONS}
     assert np.abs(feats[("antialias", "longest")] - feats[("bilinear", "longest")]).max() > 1e-2
