@@ -143,17 +143,20 @@ def stable_layout(page, timeout_s: float = 60.0) -> dict:
         page.wait_for_timeout(500)
 
 
-def settled_image(page, timeout_s: float = 20.0) -> np.ndarray:
-    """The view's image once two screenshots 300 ms apart agree (the stream may send a quick frame, then a
-    finer one)."""
+def settled_image(page, timeout_s: float = 30.0, quiet_s: float = 1.8) -> np.ndarray:
+    """The view's image once it has not changed for ``quiet_s`` (screenshots 300 ms apart). After a change the
+    stream sends a quick frame (JPEG quality 50), a finer one 5 frame periods later (quality 90; 0.5 s at the
+    10 fps of a page without focus), and the app renders once more 0.6 s after the change (samed/web/app.py): two
+    frames that differ only in quality differ by a few grey levels everywhere."""
     deadline = time.monotonic() + timeout_s
-    last = view_image(page)
+    last, since = view_image(page), time.monotonic()
     while True:
         page.wait_for_timeout(300)
         now = view_image(page)
-        if now.shape == last.shape and np.array_equal(now, last) or time.monotonic() > deadline:
+        if not (now.shape == last.shape and np.array_equal(now, last)):
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s or time.monotonic() > deadline:
             return now
-        last = now
 
 
 def state(page, name):

@@ -12,18 +12,20 @@ which replaces the segment on exactly those slices (one undo state); Cancel drop
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 
 from samed.core.geometry import numpy_axis
-from samed.core.refine import RefineCancelled, RefineResult, RefineSettings, refine_mask
 
 from .errors import BridgeError
 from .jobs import IntensitySpec, VolumeSessions, VolumeSnapshot
 from .key_slice_session import SLICE_KINDS_ATTRIBUTE, describe_slices
 from .segment_writer import segment_mask
 from .worker import JobCancelled
+
+if TYPE_CHECKING:  # samed.core.refine needs scipy: loaded on first use, not at Slicer's start-up
+    from samed.core.refine import RefineResult, RefineSettings
 
 REFINED = "refined"  # the slice kind of a refined slice (session.slice_kinds): Apply replaces the segment there
 JOB_NOUNS = {"propagate": "propagation", "refine": "refinement"}  # session.pending's job kinds, as the status says
@@ -68,6 +70,8 @@ def refine_selected(session, np_axis: Optional[int] = None, settings: Optional[R
         raise BridgeError(f"segment {name!r} of {segmentation.GetName()!r} is empty: nothing to refine (Refine "
                           f"corrects an existing segment, e.g. another tool's; segment the structure first)")
     axis = numpy_axis("axial", snapshot.volume.ijk_to_ras) if np_axis is None else int(np_axis)
+    from samed.core.refine import RefineSettings
+
     s = settings or RefineSettings()
     s.validate()
     intensity = session.intensity()
@@ -84,6 +88,8 @@ def refine_selected(session, np_axis: Optional[int] = None, settings: Optional[R
 
 def run_refinement(provider, sessions: VolumeSessions, request: RefineRequest, context=None) -> RefineOutcome:
     """The worker's side (no MRML node is touched): refine_mask through the provider's backend."""
+    from samed.core.refine import RefineCancelled, refine_mask
+
     backend = provider.get()
     volume_session = sessions.get(request.snapshot, request.np_axis, request.intensity, backend)
     try:
