@@ -117,13 +117,25 @@ def read_access_log(path: Path):
     """(method, path, route, upstreams, upstream statuses, status) per request."""
     out = []
     pattern = re.compile(r'"(\S+) (\S+) [^"]*" (\d+) route=(\S*) upstream=(.*?) upstream_status=(.*?) [\d.]+s$')
-    for line in path.read_text().splitlines():
+    text = path.read_text()
+    for line in text[:text.rfind("\n") + 1].splitlines():  # a line nginx is still writing is left for next time
         m = pattern.search(line)
         assert m, line
         method, target, status, route, ups, ups_status = m.groups()
         out.append((method, target, "" if route == "-" else route, [u.strip() for u in ups.split(",")],
                     ups_status, int(status)))
     return out
+
+
+def logged(path: Path, wanted, timeout_s: float = 15.0):
+    """The access log's entries once one satisfies ``wanted`` (nginx writes a request's line after its response
+    has gone: a client can read the answer before the line is there)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        entries = read_access_log(path)
+        if any(wanted(e) for e in entries) or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.05)
 
 
 def counters(replica) -> dict:
@@ -231,7 +243,8 @@ def test_decodes_find_their_embedding_jobs_poll_through_the_proxy_and_a_lost_rep
     patient = PropagationSettings(min_area_px=1, min_area_ratio=0.0, max_area_ratio=1e9, min_overlap=0.0)
     long_job = client.start_propagation(pictures, SEED, label[SEED], patient, directions=("down",))
     assert long_job.progress().state in ("queued", "running")
-    job_home = [r for r in read_access_log(log) if r[1].endswith(f"/jobs/{long_job.id}")][-1][3][-1]
+    polled = lambda r: r[1].endswith(f"/jobs/{long_job.id}")  # noqa: E731
+    job_home = [r for r in logged(log, polled) if polled(r)][-1][3][-1]
     victim = by_port[job_home]
     survivor = next(r for r in replicas if r is not victim)
     victim.proc.kill()
