@@ -11,31 +11,19 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from samed.core.backend import Backend, EmbeddingHandle, image_key
 from samed.core.prompts import BOX, Prediction
 from samed.core.refine import (CORRECTED, ORIGINAL, RefineSettings, check_structure, dice, grow_mask, prompt_box,
                                refine_structure, shift_mask)
+from test_key_slices import BrightInBoxBackend as KeySliceFake
 
 
-class BrightInBoxBackend(Backend):
-    model = "bright-in-box"
+class BrightInBoxBackend(KeySliceFake):
+    """test_key_slices' box-only fake (bright pixels inside the box), grown by ``bias_px`` inside the box."""
 
     def __init__(self, threshold: int = 100, bias_px: int = 1):
-        self.pictures = {}
-        self.threshold = threshold
+        super().__init__(threshold)
         self.bias_px = bias_px
         self.calls = []  # (slice picture key, box)
-
-    def info(self):
-        return {}
-
-    def prompt_kinds(self):
-        return frozenset({BOX})
-
-    def encode(self, image_rgb):
-        key = image_key(self.model, image_rgb)
-        self.pictures[key] = image_rgb
-        return EmbeddingHandle(key, self.model, image_rgb.shape[:2])
 
     def decode(self, handle, prompt, multimask=None):
         if prompt.box_xy is None or prompt.kinds() != {BOX}:
@@ -49,6 +37,7 @@ class BrightInBoxBackend(Backend):
         if self.bias_px and mask.any():
             mask = ndimage.binary_dilation(mask, iterations=self.bias_px) & inside
         return Prediction(mask[None], [0.9 if mask.any() else 0.1])
+
 
 
 def ellipse(a, b, centre=(32, 34), shape=(64, 72)):
