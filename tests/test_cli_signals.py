@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dataset_copies import copy_us_pictures
 from samed.core import io
 
 
@@ -61,15 +62,7 @@ def tree_digest(folder: Path) -> dict:
 @pytest.fixture()
 def small_dataset(shared_data, tmp_path):
     """Eight ultrasound pictures of the shared set, copied (the user's data: must stay untouched)."""
-    src = shared_data / "images" / "us-breast-lesion"
-    d = tmp_path / "us8"
-    (d / "images").mkdir(parents=True)
-    (d / "masks").mkdir()
-    shutil.copy(src / "labels.json", d / "labels.json")
-    for p in sorted((src / "images").glob("*.png"))[:8]:
-        shutil.copy(p, d / "images" / p.name)
-        shutil.copy(src / "masks" / p.name, d / "masks" / p.name)
-    return d
+    return copy_us_pictures(shared_data, tmp_path / "us8", 8)
 
 
 @pytest.mark.parametrize("sig, code, workers, sigint_ignored", [

@@ -4,10 +4,10 @@ interrupted Dask run resumes (the rows stream back and are flushed per picture).
 from __future__ import annotations
 
 import csv
-import shutil
 
 import pytest
 
+from dataset_copies import copy_us_pictures
 from samed.cli.main import main
 
 pytest.importorskip("distributed")
@@ -19,15 +19,7 @@ FIELDS_EXACT = ("dataset", "image", "slice", "class_id", "class_name", "prompt",
 @pytest.fixture(scope="module")
 def us4(shared_data, tmp_path_factory):
     """Four ultrasound pictures of the shared set (copied: the user's data stays untouched)."""
-    src = shared_data / "images" / "us-breast-lesion"
-    d = tmp_path_factory.mktemp("dask") / "us4"
-    (d / "images").mkdir(parents=True)
-    (d / "masks").mkdir()
-    shutil.copy(src / "labels.json", d / "labels.json")
-    for p in sorted((src / "images").glob("*.png"))[:4]:
-        shutil.copy(p, d / "images" / p.name)
-        shutil.copy(src / "masks" / p.name, d / "masks" / p.name)
-    return d
+    return copy_us_pictures(shared_data, tmp_path_factory.mktemp("dask") / "us4", 4)
 
 
 def rows(folder):
