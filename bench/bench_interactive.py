@@ -138,6 +138,8 @@ def main(argv=None) -> int:
         results[("in-process", mode)] = run_user(backend, pictures, boxes, targets, args, mode)
     backend.close()
     if not args.no_service:
+        from speed_sides import stop_service
+
         proc, url = start_service(args)
         try:
             for mode in (False, True):
@@ -148,11 +150,7 @@ def main(argv=None) -> int:
                 results[("service", mode)] = run_user(client, shifted, boxes, targets, args, mode)
                 client.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_service(proc)
     import platform
 
     print(f"samed interactive latency  {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}"

@@ -297,6 +297,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_service(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Stop a ``samed serve`` child: SIGTERM, and SIGKILL if it has not exited within ``timeout`` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def run_service(args) -> Dict[str, object]:
     """Decode latency through `samed serve` on 127.0.0.1 (the service's own default engine)."""
     from samed.client.http import HttpBackend
@@ -351,11 +360,7 @@ def run_service(args) -> Dict[str, object]:
                 "engine": info.get("engine", "as the service chooses (its info does not say)"),
                 "device": info.get("device")}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_service(proc)
 
 
 # ---- samed evaluate --------------------------------------------------------------------------------------------
