@@ -38,7 +38,8 @@ STRUCTURES = [  # (name, volume folder or "CTChest4", label value or segment nam
     ("mr-abdomen spleen", "mr-abdomen", 1, "auto"),
     ("mr-abdomen kidney_right", "mr-abdomen", 2, "auto"),
     ("mr-abdomen kidney_left", "mr-abdomen", 3, "auto"),
-    # held out: not looked at when core.refine's model bias (1 px) and bars (1 px) were chosen
+    # first held out: not looked at when core.refine's model bias (1 px) and bars (1 px) were chosen; the edge vote,
+    # the robust fit and the edges' abstention were chosen looking at the whole table, these rows included
     ("held-out mr-breast-tumor", "mr-breast-tumor", 1, "auto"),
     ("held-out CTChest4 r. lung", "CTChest4", "right lung", "minmax"),  # minmax: as the README demo
     ("held-out CTChest4 l. lung", "CTChest4", "left lung", "minmax"),

@@ -8,18 +8,25 @@ dilated by 2 px 0.88), and per-slice choices between the original and the model'
 references. The model's masks serve as a *measurement*, over the whole structure, of how the original sits on the
 image (the per-structure trust signal), before anything is chosen per slice:
 
-1. Along the original's outline, the model's outline is displaced by ``d`` (pixels, positive outward). A least-
-   squares fit ``d = grow + shift . normal`` over the outline points of every slice (points farther than
-   ``boundary_window_px`` from the other outline left out: a model that leaks into a neighbour or misses a part says
-   nothing about the outline's offset) separates a uniform offset (``grow``) from a translation (``shift``).
+1. Along the original's outline, the model's outline is displaced by ``d`` (pixels, positive outward). A fit
+   ``d = grow + shift . normal`` over the outline points of every slice (points farther than ``boundary_window_px``
+   from the other outline left out) separates a uniform offset (``grow``) from a translation (``shift``). The fit
+   is robust (:mod:`samed.core.refine_measure`: Tukey's biweight, no weight past ``outlier_px`` = 4 px from it): a
+   model that leaks 3-5 px beyond one side of the outline on some slices (mr-abdomen liver) or outlines a
+   neighbour on a few end slices (the eroded mr-abdomen right kidney) does not pull the offset of the rest.
 2. LiteMedSAM's outline lies ``model_bias_px`` outside an undegraded reference on average (fit on the undegraded
    references of the shared volumes: 0.1-1.5 px, mean 1.0). ``grow - model_bias_px`` and each shift component are
    taken, rounded to whole pixels, only when at least ``min_offset_px`` / ``min_shift_px``; otherwise the original
    is trusted and comes back unchanged. A model that disagrees here and there, in no one direction, moves nothing.
-3. The image's edges vote too (``edge_veto``): the grow in -2..2 px and the shift in -2..2 px each way whose outline
-   lies on the strongest gradient (two-pixel ring, whole structure) must point the same way as the model's, else
-   that correction is refused. Held out (CTChest4's lungs, a Slicer-made segmentation), LiteMedSAM's outline lies
-   ~0 px, not 1 px, outside the reference, and without this vote every undegraded lung was shrunk by 1 px.
+3. The image's edges vote too (``edge_veto``): the shift in -2..2 px each way (at grow 0), then the grow in -2..2 px
+   at the shift taken, whose outline lies on the strongest gradient (two-pixel ring, whole structure) must point
+   the same way as the model's, else that correction is refused. Held out (CTChest4's lungs, a Slicer-made
+   segmentation), LiteMedSAM's outline lies ~0 px, not 1 px, outside the reference, and without this vote every
+   undegraded lung was shrunk by 1 px. Edges whose best lies at the end of the searched range (2 px) abstain: the
+   best may lie beyond, and around the livers and spleens a stronger edge outside the organ draws it there
+   whatever the degradation. The grow is searched at the shift taken: on a shifted small structure (the 3-slice
+   breast tumour) a shrink of the unshifted outline caught more edges and agreed with a shrink the model read
+   from its own bias.
 4. The corrected original (shifted, then grown or shrunk slice by slice) keeps the original's shape. Per slice it
    is kept where it agrees with the model's mask (shrunk by the model's bias) at least as well as the original
    does (Dice), else the original's slice stays: a correction the model does not support on a slice is not made.
@@ -39,11 +46,11 @@ from scipy import ndimage
 
 from .backend import Backend
 from .prompts import MASK, Prompt, box_from_mask
+from .refine_measure import (edge_best, edge_scores, edge_strengths, grow_mask, outline_displacement,  # noqa: F401
+                             shift_mask)
 
 ORIGINAL = "original"
 CORRECTED = "corrected"
-
-_CROSS = ndimage.generate_binary_structure(2, 1)
 
 
 class RefineCancelled(Exception):
@@ -56,6 +63,7 @@ class RefineSettings:
     box_margin_frac: float = 0.05
     use_mask_prompt: bool = False  # also give the original's slice as a mask prompt (models that take masks)
     boundary_window_px: float = 5.0
+    outlier_px: Optional[float] = 4.0  # the fit's Tukey biweight: residuals past this have no weight (None: plain LS)
     model_bias_px: float = 1.0  # LiteMedSAM's outline outside an undegraded reference's, on average
     min_offset_px: float = 1.0
     max_grow_px: int = 3
@@ -63,6 +71,7 @@ class RefineSettings:
     max_shift_px: int = 3
     min_outline_points: int = 20  # fewer outline points near the other outline: nothing is measured, nothing moves
     edge_veto: bool = True  # a correction is taken only when the image's edges ask for one in the same direction
+    edge_range_px: int = 2  # grows and shifts searched for the edges' best (at the range's end: the edges abstain)
     smooth_coarse_grid: bool = True  # a segmentation made on a 2x or 3x coarser grid: interpolate it linearly first
 
     def validate(self) -> None:
@@ -72,6 +81,8 @@ class RefineSettings:
             raise ValueError("max_shift_px and max_grow_px must be >= 0")
         if self.boundary_window_px <= 0 or self.min_offset_px <= 0 or self.min_shift_px <= 0:
             raise ValueError("boundary_window_px, min_offset_px and min_shift_px must be > 0")
+        if (self.outlier_px is not None and self.outlier_px <= 0) or self.edge_range_px < 1:
+            raise ValueError("outlier_px must be > 0 (or None) and edge_range_px >= 1")
 
 
 @dataclass
@@ -84,7 +95,8 @@ class StructureCheck:
     offset_px: float = 0.0  # the fit's uniform offset of the model's outline, minus the model's bias
     grow_px: int = 0  # taken
     edge_grow_px: Optional[int] = None  # the grow whose outline lies on the strongest edges (None: not measured)
-    edge_shift_yx: Optional[Tuple[int, int]] = None  # the shift whose outline does
+    edge_shift_yx: Optional[Tuple[Optional[int], Optional[int]]] = None  # the shift whose outline does (each
+    # component None where the edges' best lies at the end of the searched range: they abstain)
     vetoed: str = ""  # what the model asked for and the edges refused
 
     @property
@@ -128,62 +140,6 @@ def prompt_box(mask: np.ndarray, settings: RefineSettings) -> Optional[np.ndarra
     return np.clip(box + np.array([-dx, -dy, dx, dy]), 0, [w - 1, h - 1, w - 1, h - 1])
 
 
-def shift_mask(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``mask`` moved by ``dy`` rows and ``dx`` columns; what leaves the slice is lost, what enters is empty."""
-    out = np.zeros_like(mask)
-    h, w = mask.shape
-    if abs(dy) >= h or abs(dx) >= w:
-        return out
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = mask[max(-dy, 0):h - max(dy, 0),
-                                                                      max(-dx, 0):w - max(dx, 0)]
-    return out
-
-
-def grow_mask(mask: np.ndarray, px: int) -> np.ndarray:
-    """``mask`` dilated (``px`` > 0) or eroded (< 0) by ``|px|`` pixels in the slice (4-connected steps)."""
-    if px == 0 or not mask.any():
-        return mask.copy()
-    op = ndimage.binary_dilation if px > 0 else ndimage.binary_erosion
-    return op(mask, _CROSS, iterations=abs(px))
-
-
-def _signed_distance(mask: np.ndarray) -> np.ndarray:
-    """Distance to ``mask``'s outline: positive outside, negative inside (pixels)."""
-    return ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask)
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    return mask & ~ndimage.binary_erosion(mask, _CROSS)
-
-
-def outline_displacement(original: Dict[int, np.ndarray], model: Dict[int, np.ndarray],
-                         window_px: float) -> Tuple[float, float, float, int]:
-    """How far the model's outline lies from the original's, along the original's outward normal: the least-squares
-    fit ``d = grow + shift_y * n_y + shift_x * n_x`` over outline points of both masks (``d`` positive where the
-    model reaches beyond the original; a uniformly larger model gives ``grow`` > 0, a model moved by (dy, dx) gives
-    ``shift`` = (dy, dx)). Points farther than ``window_px`` from the other outline (leaks, missed parts) are left
-    out. Returns (grow, shift_y, shift_x, number of points); zeros when no point is close enough."""
-    rows, offsets = [], []
-    for i, orig in original.items():
-        mod = model.get(i)
-        if mod is None or not orig.any() or not mod.any():
-            continue
-        sd_orig = _signed_distance(orig)
-        normal_y, normal_x = np.gradient(ndimage.gaussian_filter(sd_orig, 1.0))
-        mod_outline, orig_outline = _outline(mod), _outline(orig)
-        for points, d in ((mod_outline, sd_orig[mod_outline]), (orig_outline, -_signed_distance(mod)[orig_outline])):
-            near = np.abs(d) <= window_px
-            ny, nx = normal_y[points][near], normal_x[points][near]
-            norm = np.hypot(ny, nx) + 1e-9
-            rows.append(np.stack([np.ones(int(near.sum())), ny / norm, nx / norm], axis=1))
-            offsets.append(d[near])
-    n = int(sum(len(o) for o in offsets))
-    if n < 3:
-        return 0.0, 0.0, 0.0, n
-    coef = np.linalg.lstsq(np.concatenate(rows), np.concatenate(offsets), rcond=None)[0]
-    return float(coef[0]), float(coef[1]), float(coef[2]), n
-
-
 def _agreement(original: Dict[int, np.ndarray], model: Dict[int, np.ndarray]) -> float:
     inter = total = 0
     for i, orig in original.items():
@@ -197,34 +153,6 @@ def _whole_px(value: float, minimum: float, most: int) -> int:
     return int(np.clip(np.round(value), -most, most)) if abs(value) >= minimum else 0
 
 
-def edge_strengths(pictures: Dict[int, np.ndarray], sigma: float = 1.0) -> Dict[int, np.ndarray]:
-    """Gradient magnitude (Gaussian, ``sigma`` px) of each slice's picture (its first channel)."""
-    return {i: ndimage.gaussian_gradient_magnitude(np.asarray(p)[..., 0].astype(np.float32), sigma)
-            for i, p in pictures.items()}
-
-
-def _edge_on_outline(edges: Dict[int, np.ndarray], masks: Dict[int, np.ndarray]) -> float:
-    """Mean edge strength on the two pixel rings either side of the masks' outlines."""
-    total, n = 0.0, 0
-    for i, m in masks.items():
-        if not m.any() or i not in edges:
-            continue
-        ring = (m & ~ndimage.binary_erosion(m, _CROSS)) | (ndimage.binary_dilation(m, _CROSS) & ~m)
-        total += float(edges[i][ring].sum())
-        n += int(ring.sum())
-    return total / n if n else 0.0
-
-
-def edge_fit(original: Dict[int, np.ndarray], edges: Dict[int, np.ndarray], most_px: int = 2):
-    """(grow, (shift_y, shift_x)) in -most_px..most_px whose outline lies on the strongest edges of the image, over
-    the whole structure (each searched with the other at 0)."""
-    grows = {g: _edge_on_outline(edges, {i: grow_mask(m, g) for i, m in original.items()})
-             for g in range(-most_px, most_px + 1)}
-    shifts = {(dy, dx): _edge_on_outline(edges, {i: shift_mask(m, dy, dx) for i, m in original.items()})
-              for dy in range(-most_px, most_px + 1) for dx in range(-most_px, most_px + 1)}
-    return max(grows, key=lambda g: (grows[g], -abs(g))), max(shifts, key=lambda t: (shifts[t], -abs(t[0]) - abs(t[1])))
-
-
 def check_structure(original: Dict[int, np.ndarray], model: Dict[int, np.ndarray],
                     settings: Optional[RefineSettings] = None,
                     edges: Optional[Dict[int, np.ndarray]] = None) -> StructureCheck:
@@ -232,7 +160,7 @@ def check_structure(original: Dict[int, np.ndarray], model: Dict[int, np.ndarray
     the grow to take (see the module docstring). With ``edges`` (:func:`edge_strengths` of the slices), a grow or a
     shift component is taken only when the image's edges ask for one in the same direction."""
     s = settings or RefineSettings()
-    grow, shift_y, shift_x, points = outline_displacement(original, model, s.boundary_window_px)
+    grow, shift_y, shift_x, points = outline_displacement(original, model, s.boundary_window_px, s.outlier_px)
     if points < s.min_outline_points:  # the model found (next to) nothing near the original: no measurement
         return StructureCheck(_agreement(original, model), (0, 0), (shift_y, shift_x), 0.0, 0)
     offset = grow - s.model_bias_px
@@ -240,18 +168,28 @@ def check_structure(original: Dict[int, np.ndarray], model: Dict[int, np.ndarray
     grow_px = _whole_px(offset, s.min_offset_px, s.max_grow_px)
     check = StructureCheck(_agreement(original, model), shift, (shift_y, shift_x), offset, grow_px)
     if edges is not None and not check.trusted:
-        edge_grow, edge_shift = edge_fit(original, edges)
-        check.edge_grow_px, check.edge_shift_yx = edge_grow, edge_shift
+        scores = edge_scores(original, edges, s.edge_range_px)
+
+        def refused(value, edge):  # the edges vote against: they place the outline, and not on the model's side
+            return value != 0 and edge is not None and np.sign(edge) != np.sign(value)
+
         vetoed = []
-        if grow_px and np.sign(edge_grow) != np.sign(grow_px):
-            vetoed.append(f"grow {grow_px:+d} px")
-            check.grow_px = 0
-        kept = tuple(v if np.sign(e) == np.sign(v) else 0 for v, e in zip(shift, edge_shift))
+        _, edge_shift = edge_best(scores, grow=0)  # the shift: searched at grow 0
+        kept = tuple(0 if refused(v, e) else v for v, e in zip(shift, edge_shift))
         if kept != shift:
             vetoed.append(f"shift {shift[1]:+d} columns {shift[0]:+d} rows")
             check.shift_yx = kept
+        edge_grow, _ = edge_best(scores, shift=kept)
+        check.edge_grow_px, check.edge_shift_yx = edge_grow, edge_shift
+        if refused(grow_px, edge_grow):
+            vetoed.append(f"grow {grow_px:+d} px")
+            check.grow_px = 0
         check.vetoed = ", ".join(vetoed)
     return check
+
+
+def _corrected(orig: np.ndarray, shift_yx, grow_px: int) -> np.ndarray:
+    return grow_mask(shift_mask(orig, *shift_yx), grow_px)
 
 
 def choose_slices(original: Dict[int, np.ndarray], model: Dict[int, np.ndarray], check: StructureCheck,
@@ -263,7 +201,7 @@ def choose_slices(original: Dict[int, np.ndarray], model: Dict[int, np.ndarray],
     masks, choice = {}, {}
     for i, orig in original.items():
         mod = model.get(i)
-        corrected = orig if check.trusted else grow_mask(shift_mask(orig, *check.shift_yx), check.grow_px)
+        corrected = orig if check.trusted else _corrected(orig, check.shift_yx, check.grow_px)
         if check.trusted or mod is None or not mod.any() or not corrected.any():
             masks[i], choice[i] = orig, ORIGINAL
             continue
