@@ -12,7 +12,8 @@ import pytest
 from samed.core.backend import Backend, EmbeddingHandle, image_key
 from samed.core.key_slices import (INTERPOLATED, KEY, WALKED, KeySliceSettings, box_fit, interpolate_shapes,
                                    mask_for_key_box, segment_from_key_slices)
-from samed.core.prompts import BOX, Prediction
+from samed.core.prompts import BOX, Prediction, box_from_mask
+from samed.core.propagation import propagate
 
 
 class BrightInBoxBackend(Backend):
@@ -265,3 +266,29 @@ def test_a_preview_spilling_out_of_the_box_is_not_kept_because_clipping_makes_it
     spilled[4:60, 4:60] = True
     mask, _, source = mask_for_key_box(BrightInBoxBackend(), pic, box, [(spilled, 0.9)])
     assert source == "model" and np.array_equal(mask, disk(8))
+
+
+def test_a_walk_leaves_a_key_slice_from_the_users_box_not_from_a_mask_too_small_for_it():
+    """Issue 11, mr-abdomen right kidney: inside the user's box on slice 7 the model found 48 px of a 149 px
+    kidney; the walk's box grown from that mask cut the kidney on slice 8 and the area rule then stopped the walk
+    ("3.15 x the previous slice's"). The user's box is the object's extent on the key slice: the walk's first step
+    uses it, and the key's area counts as at least the ellipse that box holds."""
+    pics = volume([disk(8)] * 10)
+    for i, pic in enumerate(pics):
+        pic[0, 0] = 20 + i
+    too_small = disk(3)  # what the model kept inside the user's box on the key slice
+    without = segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 10, {4: too_small})
+    assert without.indices == [4] and without.stopped["up"].startswith("grow at slice 5")
+    res = segment_from_key_slices(BrightInBoxBackend(), lambda i: pics[i], 10, {4: too_small},
+                                  key_boxes={4: box_from_mask(disk(8))})
+    assert res.indices == list(range(10))
+    assert all(np.array_equal(res.masks[i], disk(8)) for i in res.indices if i != 4)
+    # one box, propagated (core.propagation, what Propagate runs from one prompted slice): the same first step
+    alone = propagate(BrightInBoxBackend(), lambda i: pics[i], 10, 4, too_small)
+    assert alone.indices == [4] and alone.stopped["up"].startswith("grow at slice 5")
+    walked = propagate(BrightInBoxBackend(), lambda i: pics[i], 10, 4, too_small, seed_box=box_from_mask(disk(8)))
+    assert walked.indices == list(range(10))
+    # a mask that fills the user's box: the walk is the mask's as before
+    fits = propagate(BrightInBoxBackend(), lambda i: pics[i], 10, 4, disk(8), seed_box=box_from_mask(disk(8)))
+    plain = propagate(BrightInBoxBackend(), lambda i: pics[i], 10, 4, disk(8))
+    assert fits.indices == plain.indices and all(np.array_equal(fits.masks[i], plain.masks[i]) for i in fits.indices)

@@ -129,6 +129,30 @@ def test_propagation_job_progress_and_masks_identical_to_in_process(client, lite
     assert len(remote.indices) >= 3
 
 
+def test_the_users_seed_box_travels_with_a_propagation_job(client, lite_backend, shared_data):
+    """Issue 11, mr-abdomen right kidney: inside the user's box on slice 7 LiteMedSAM keeps far less than the box
+    holds; the walk leaves the seed slice from the box (core.propagation.first_step). Through the service the
+    job gets the box too: the same masks as in-process, and a longer walk than without the box."""
+    from samed.core import io
+    from samed.core.prompts import Prompt, box_from_mask
+    from samed.core.volume_session import VolumeSession
+
+    d = shared_data / "volumes" / "mr-abdomen"
+    volume = io.read_volume(d / "image.nii.gz")
+    ref = np.asarray(io.resample_to(io.read_volume(d / "label.nii.gz"), volume).array) == 2
+    session = VolumeSession(volume, lite_backend)
+    pictures = np.stack([session.picture(i) for i in range(session.n_slices)])
+    box = box_from_mask(ref[7])
+    seed = lite_backend.segment(pictures[7], Prompt(box_xy=box), multimask=False).best
+    remote = client.start_propagation(pictures, 7, seed, seed_box=box).result(timeout=120)
+    local = start_propagation(lite_backend, pictures, 7, seed, seed_box=box).result(timeout=120)
+    without = client.start_propagation(pictures, 7, seed).result(timeout=120)
+    assert remote.indices == local.indices and remote.stopped == local.stopped
+    for i in remote.indices:
+        np.testing.assert_array_equal(remote.masks[i], local.masks[i], err_msg=f"slice {i}")
+    assert len(remote.indices) > len(without.indices) + 2
+
+
 def test_propagation_job_cancel_keeps_the_slices_reached(client, brain):
     pictures, label = brain
     # rules that never stop the walk by themselves: only the cancel can end it before slice 0

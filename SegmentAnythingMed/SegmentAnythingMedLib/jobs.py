@@ -108,6 +108,7 @@ class PropagationRequest:
     directions: Sequence[str]
     intensity: IntensitySpec
     merge_direction: Optional[str] = None  # re-propagation from a corrected slice: the side it replaces
+    seed_box: Optional[np.ndarray] = None  # the box the user drew on the seed slice, if any
 
 
 @dataclass
@@ -131,7 +132,7 @@ def run_propagation(provider, sessions: VolumeSessions, request: PropagationRequ
     progress = context.progress if context is not None else None
     should_cancel = context.cancelled if context is not None else None
     result = session.propagate(request.seed_index, request.seed_mask, request.settings, request.directions,
-                               progress=progress, should_cancel=should_cancel)
+                               progress=progress, should_cancel=should_cancel, seed_box=request.seed_box)
     return PropagationOutcome(request, result)
 
 

@@ -40,6 +40,7 @@ class KeySliceRequest:
     key_masks: Dict[int, np.ndarray]  # slice -> the accepted mask there (empty: absent)
     settings: KeySliceSettings
     intensity: IntensitySpec
+    key_boxes: Dict[int, np.ndarray] = dataclasses.field(default_factory=dict)  # slice -> the user's box there
 
 
 @dataclass
@@ -51,6 +52,13 @@ class KeySliceOutcome:
 def key_slices_of(session) -> Dict[int, np.ndarray]:
     """The prompted slices of the session's slicing direction with the mask accepted on each (copies)."""
     return {i: np.asarray(session.masks[i], bool).copy() for i in sorted(session.prompted) if i in session.masks}
+
+
+def user_box(session, index: int) -> Optional[np.ndarray]:
+    """The box the user drew on slice ``index`` of the session's slicing direction (None: none, or points
+    only): a walk leaving that slice starts from it where the model's mask fills it poorly."""
+    box = getattr(session.prompted.get(index), "box_xy", None)
+    return None if box is None else np.asarray(box, float)
 
 
 def key_slice_settings(propagation: PropagationSettings, index_range) -> KeySliceSettings:
@@ -82,7 +90,9 @@ def submit_key_slices(session, keys: Dict[int, np.ndarray]) -> int:
         raise BridgeError(f"key slice(s) {', '.join(map(str, outside))} lie outside the propagation range "
                           f"{lo}..{hi}: widen the range, or Cancel and prompt inside it")
     settings = key_slice_settings(session.options.propagation, (lo, hi))
-    request = KeySliceRequest(session.generation, snapshot, session.np_axis, keys, settings, session.intensity())
+    boxes = {i: user_box(session, i) for i in keys if user_box(session, i) is not None}
+    request = KeySliceRequest(session.generation, snapshot, session.np_axis, keys, settings, session.intensity(),
+                              boxes)
     provider, sessions = session.provider, session.sessions
     job = session.worker.submit(lambda ctx: run_key_slices(provider, sessions, request, ctx),
                                 label=f"propagate from key slices {', '.join(map(str, keys))}")
@@ -98,7 +108,8 @@ def run_key_slices(provider, sessions: VolumeSessions, request: KeySliceRequest,
     volume_session = sessions.get(request.snapshot, request.np_axis, request.intensity, backend)
     result = segment_from_key_slices(backend, volume_session.picture, volume_session.n_slices, request.key_masks,
                                      request.settings, progress=context.progress if context is not None else None,
-                                     should_cancel=context.cancelled if context is not None else None)
+                                     should_cancel=context.cancelled if context is not None else None,
+                                     key_boxes=request.key_boxes)
     return KeySliceOutcome(request, result)
 
 

@@ -34,7 +34,7 @@ from .backend_settings import model_prompt_kinds
 from .errors import USER_ERRORS, BridgeError, describe_error  # noqa: F401 (the front ends import them here)
 from .jobs import (IntensitySpec, PromptRequest, PromptResult, PropagationOutcome, PropagationRequest,
                    VolumeSessions, VolumeSnapshot, masks_summary, run_prompt, run_propagation)
-from .key_slice_session import KeySliceOutcome, accept_key_slices, key_slices_of, submit_key_slices
+from .key_slice_session import KeySliceOutcome, accept_key_slices, key_slices_of, submit_key_slices, user_box
 from .markup_bridge import prompts_from_markup_nodes, ras_to_view_xy
 from .preview import segment_color
 from .refine_session import JOB_NOUNS, REFINED, accept_refinement
@@ -336,8 +336,8 @@ class EditSession:
         if not lo <= seed <= hi:
             raise BridgeError(f"slice {seed} is outside the propagation range {lo}..{hi}: widen the range or "
                               f"prompt a slice inside it")
-        request = PropagationRequest(self.generation, self.snapshot(), self.np_axis, seed,
-                                     self.masks[seed].copy(), settings, ("up", "down"), self.intensity())
+        request = PropagationRequest(self.generation, self.snapshot(), self.np_axis, seed, self.masks[seed].copy(),
+                                     settings, ("up", "down"), self.intensity(), seed_box=user_box(self, seed))
         provider, sessions = self.provider, self.sessions
         job = self.worker.submit(lambda ctx: run_propagation(provider, sessions, request, ctx),
                                  label=f"propagate from slice {seed}")

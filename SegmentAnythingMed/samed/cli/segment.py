@@ -172,7 +172,8 @@ def run(args) -> int:
         print(f"slice {i}: {int(p.best.sum())} px, score {p.best_score:.3f}")
     if len(args.box) > 1 or slice_prompts.key_slices:  # key slices: repeated --box/--slice, or several ROIs
         stopped = {}
-        masks = fill_from_key_slices(session, masks, args, stopped)
+        boxes = {i: p.box_xy for i, p in slice_prompts.prompts.items() if p.box_xy is not None}
+        masks = fill_from_key_slices(session, masks, args, stopped, boxes)
         walk = {"mode": "key slices", "seeds": sorted(int(i) for i in slice_prompts.prompts), "stopped": stopped}
     elif args.propagate:
         seeds = slice_prompts.indices()
@@ -181,11 +182,13 @@ def run(args) -> int:
                                        min_area_ratio=args.min_area_ratio,
                                        max_area_ratio=args.max_area_ratio, min_score=args.min_score,
                                        max_slices=args.max_slices, index_range=slice_prompts.roi_range)
+        seed_box = slice_prompts.prompts[seed].box_xy  # the walk may leave the seed slice from the user's box
         with progress_bar(session.n_slices - 1, "propagate") as bar:
             if hasattr(backend, "start_propagation"):  # the model service runs the walk as a job
-                result = _propagate_on_service(session, backend, seed, masks[seed], settings, bar)
+                result = _propagate_on_service(session, backend, seed, masks[seed], settings, bar, seed_box)
             else:
-                result = session.propagate(seed, masks[seed], settings, progress=lambda d, n: bar.update(d - bar.n))
+                result = session.propagate(seed, masks[seed], settings, progress=lambda d, n: bar.update(d - bar.n),
+                                           seed_box=seed_box)
         for d, why in result.stopped.items():
             print(f"propagation {d}: stopped ({why})")
         walk = {"mode": "walk", "seed": int(seed), "stopped": dict(result.stopped)}
@@ -225,12 +228,13 @@ def run(args) -> int:
     return 0
 
 
-def _propagate_on_service(session: VolumeSession, backend, seed: int, seed_mask, settings, bar):
+def _propagate_on_service(session: VolumeSession, backend, seed: int, seed_mask, settings, bar, seed_box=None):
     from ..client import needed_slab, start_propagation
 
     lo, hi = needed_slab(session.n_slices, seed, settings)
     pictures = np.stack([session.picture(i) for i in range(lo, hi + 1)])
-    job = start_propagation(backend, pictures, seed, seed_mask, settings, first_index=lo, n_slices=session.n_slices)
+    job = start_propagation(backend, pictures, seed, seed_mask, settings, first_index=lo, n_slices=session.n_slices,
+                            seed_box=seed_box)
     try:
         while True:
             state = job.progress()

@@ -36,10 +36,11 @@ def key_slice_prompts(boxes, slices, points, volume, np_axis: int) -> SlicePromp
     return SlicePrompts({int(k): Prompt(box_xy=b) for k, b in zip(slices, boxes)})
 
 
-def fill_from_key_slices(session, key_masks: Dict[int, np.ndarray], args, stopped: Optional[Dict[str, str]] = None
-                         ) -> Dict[int, np.ndarray]:
+def fill_from_key_slices(session, key_masks: Dict[int, np.ndarray], args, stopped: Optional[Dict[str, str]] = None,
+                         key_boxes: Optional[Dict[int, np.ndarray]] = None) -> Dict[int, np.ndarray]:
     """All slices' masks from the key slices' masks (see the module docstring); why each end stopped goes into
-    ``stopped`` ("down"/"up" -> reason) when given."""
+    ``stopped`` ("down"/"up" -> reason) when given. ``key_boxes``: the user's box on each key slice that has one
+    (a walk leaving a key slice starts from it)."""
     empty = [i for i, m in key_masks.items() if not m.any()]
     if empty:
         raise PromptError(f"the box on slice(s) {empty} gave an empty mask: check the box (x = column, y = row)")
@@ -50,7 +51,7 @@ def fill_from_key_slices(session, key_masks: Dict[int, np.ndarray], args, stoppe
             rules[option] = value
     walk = PropagationSettings(**rules, max_slices=args.max_slices if args.propagate else 0)
     result = segment_from_key_slices(session.backend, session.picture, session.n_slices, key_masks,
-                                     KeySliceSettings(walk_more_keys=walk))
+                                     KeySliceSettings(walk_more_keys=walk), key_boxes=key_boxes)
     kinds = {}
     for i in result.indices:
         kinds.setdefault(result.kinds[i].split()[0], []).append(i)

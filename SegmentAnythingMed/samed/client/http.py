@@ -257,7 +257,7 @@ class HttpBackend(Backend):
     # ---- propagation -----------------------------------------------------------------------------------------
     def start_propagation(self, pictures, seed_index: int, seed_mask, settings: Optional[PropagationSettings] = None,
                           directions: Sequence[str] = ("up", "down"), first_index: int = 0,
-                          n_slices: Optional[int] = None) -> "RemotePropagationJob":
+                          n_slices: Optional[int] = None, seed_box=None) -> "RemotePropagationJob":
         """Run a propagation job on the service; see :func:`samed.client.start_propagation`. Only the slices the
         walk can reach (:func:`needed_slab`) are uploaded."""
         pictures, seed_mask, n_slices = check_pictures(pictures, seed_index, seed_mask, first_index, n_slices)
@@ -269,6 +269,8 @@ class HttpBackend(Backend):
         meta = {"seed_index": int(seed_index), "first_index": int(lo), "n_slices": int(n_slices),
                 "directions": list(directions),
                 "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()}}
+        if seed_box is not None:
+            meta["seed_box_xy"] = [float(v) for v in seed_box]
         # the job's route: its seed slice's key (the replica that decoded the seed may hold its embedding already)
         route = image_key(self.model, np.asarray(pictures[seed_index - first_index]))
         headers = {"Content-Type": BUNDLE_TYPE, ROUTE_HEADER: route}

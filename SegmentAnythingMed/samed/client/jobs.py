@@ -86,7 +86,8 @@ class ThreadPropagationJob(PropagationJob):
     """Propagation with an in-process backend, in a daemon worker thread."""
 
     def __init__(self, backend, pictures, seed_index: int, seed_mask, settings: Optional[PropagationSettings] = None,
-                 directions: Sequence[str] = ("up", "down"), first_index: int = 0, n_slices: Optional[int] = None):
+                 directions: Sequence[str] = ("up", "down"), first_index: int = 0, n_slices: Optional[int] = None,
+                 seed_box=None):
         pictures, seed_mask, n_slices = check_pictures(pictures, seed_index, seed_mask, first_index, n_slices)
         settings = settings or PropagationSettings()
         settings.validate()
@@ -95,18 +96,18 @@ class ThreadPropagationJob(PropagationJob):
         self._state, self._done, self._total, self._error = RUNNING, 0, 0, None
         self._result: Optional[PropagationResult] = None
         self._cancel = threading.Event()
-        args = (backend, pictures, first_index, n_slices, seed_index, seed_mask, settings, tuple(directions))
+        args = (backend, pictures, first_index, n_slices, seed_index, seed_mask, settings, tuple(directions), seed_box)
         self._thread = threading.Thread(target=self._run, args=args, name=f"samed-propagation-{self.id[:8]}",
                                         daemon=True)
         self._thread.start()
 
-    def _run(self, backend, pictures, first_index, n_slices, seed_index, seed_mask, settings, directions):
+    def _run(self, backend, pictures, first_index, n_slices, seed_index, seed_mask, settings, directions, seed_box):
         def progress(done, total):
             self._done, self._total = done, total
 
         try:
             self._result = propagate_slab(backend, pictures, first_index, n_slices, seed_index, seed_mask, settings,
-                                          directions, progress, self._cancel.is_set)
+                                          directions, progress, self._cancel.is_set, seed_box)
             cancelled = any(str(v).startswith("cancelled") for v in self._result.stopped.values())
             self._state = CANCELLED if cancelled else DONE
         except Exception as exc:  # reported through progress() and result(), like a server job's failure
@@ -131,18 +132,20 @@ class ThreadPropagationJob(PropagationJob):
 
 def start_propagation(backend, pictures, seed_index: int, seed_mask, settings: Optional[PropagationSettings] = None,
                       directions: Sequence[str] = ("up", "down"), first_index: int = 0,
-                      n_slices: Optional[int] = None) -> PropagationJob:
+                      n_slices: Optional[int] = None, seed_box=None) -> PropagationJob:
     """Propagate ``seed_mask`` from ``seed_index`` through ``pictures`` (slices ``first_index`` ..
     ``first_index + N - 1`` of a volume of ``n_slices``, default the pictures' own count) as a job.
 
     A backend with its own ``start_propagation`` (the model service) runs the job there; any other in a thread
-    here. Use :func:`needed_slab` to make only the pictures a walk can reach.
+    here. Use :func:`needed_slab` to make only the pictures a walk can reach. ``seed_box``: the box the user drew
+    on the seed slice, if any (:func:`samed.core.propagation.first_step`).
     """
     starter = getattr(backend, "start_propagation", None)
     if callable(starter):
         return starter(pictures, seed_index, seed_mask, settings, directions, first_index=first_index,
-                       n_slices=n_slices)
-    return ThreadPropagationJob(backend, pictures, seed_index, seed_mask, settings, directions, first_index, n_slices)
+                       n_slices=n_slices, seed_box=seed_box)
+    return ThreadPropagationJob(backend, pictures, seed_index, seed_mask, settings, directions, first_index, n_slices,
+                                seed_box)
 
 
 __all__ = ["JobProgress", "PropagationJob", "ThreadPropagationJob", "start_propagation", "needed_slab",

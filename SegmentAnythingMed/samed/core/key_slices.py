@@ -36,7 +36,7 @@ import numpy as np
 from .backend import Backend
 from .geometry import masks_to_volume
 from .prompts import Prompt, box_from_mask
-from .propagation import DIRECTIONS, PropagationSettings, _check_next, _grey_stats, _grow
+from .propagation import DIRECTIONS, PropagationSettings, _check_next, _grey_stats, _grow, _walk_box, first_step
 
 KEY, INTERPOLATED, WALKED = "key", "interpolated", "walked"
 
@@ -209,7 +209,7 @@ def key_grey_stats(get_slice: Callable[[int], np.ndarray], keys: Dict[int, np.nd
 
 def walk_out(backend: Backend, get_slice: Callable[[int], np.ndarray], start: int, start_mask: np.ndarray,
              direction: str, bound: int, s: PropagationSettings, grey: Tuple[float, float],
-             should_cancel: Optional[Callable[[], bool]] = None):
+             should_cancel: Optional[Callable[[], bool]] = None, start_box=None):
     """The walk of ``core.propagation`` from key slice ``start`` outwards to ``bound`` (inclusive), with its stop
     rules; the intensity rule compares with the start key's statistics and with ``grey`` (all key slices'
     statistics): a mask must look like both. Returns ({slice: (mask,
@@ -217,6 +217,8 @@ def walk_out(backend: Backend, get_slice: Callable[[int], np.ndarray], start: in
     step = DIRECTIONS[direction]
     prev, prev_area, idx = start_mask, int(start_mask.sum()), start
     greys = [_grey_stats(get_slice(start), start_mask), grey]
+    first_box, prev = first_step(start_mask, start_box, s)
+    prev_area = int(prev.sum())
     out: Dict[int, Tuple[np.ndarray, float]] = {}
     while (idx + step - bound) * step <= 0:
         if should_cancel is not None and should_cancel():
@@ -224,8 +226,8 @@ def walk_out(backend: Backend, get_slice: Callable[[int], np.ndarray], start: in
         if s.max_slices is not None and abs(idx + step - start) > s.max_slices:
             return out, f"range: {s.max_slices} slices from key slice {start}"
         idx += step
-        box = _grow(box_from_mask(prev, s.box_margin_px), s.box_margin_frac, prev.shape)
         picture = get_slice(idx)
+        box = first_box if idx == start + step else _walk_box(prev, s)
         pred = backend.segment(picture, Prompt(box_xy=box), multimask=False)
         rule, detail = None, ""
         for stats in greys:  # the intensity rule against each: the start key's and all keys' statistics
@@ -255,8 +257,11 @@ def _runs(keys: Dict[int, np.ndarray], lo: int, hi: int) -> List[Tuple[int, int,
 def segment_from_key_slices(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices: int,
                             key_masks: Dict[int, np.ndarray], settings: Optional[KeySliceSettings] = None,
                             progress: Optional[Callable[[int, int], None]] = None,
-                            should_cancel: Optional[Callable[[], bool]] = None) -> KeySliceResult:
+                            should_cancel: Optional[Callable[[], bool]] = None,
+                            key_boxes: Optional[Dict[int, Sequence[float]]] = None) -> KeySliceResult:
     """Fill in one structure from its key slices' masks (``{slice: (H, W) bool}``; an empty mask = absent).
+    ``key_boxes`` (``{slice: (x0, y0, x1, y1)}``): the boxes the user drew on key slices, where there are any;
+    a walk leaving a key slice starts from its box.
 
     ``get_slice(i)`` returns slice ``i`` as the preprocessed (H, W, 3) uint8 picture. See the module docstring.
     """
@@ -296,7 +301,7 @@ def segment_from_key_slices(backend: Backend, get_slice: Callable[[int], np.ndar
         for direction, start, bound in (("down", inside[0], r0), ("up", inside[-1], r1)):
             rules = s.walk if len(inside) == 1 else s.walk_more_keys
             walked, why = walk_out(backend, get_slice, start, keys[start], direction, bound, rules, grey,
-                                   should_cancel)
+                                   should_cancel, (key_boxes or {}).get(start))
             for i, (mask, score) in walked.items():
                 result.masks[i], result.scores[i], result.kinds[i] = mask, score, WALKED
                 tick()

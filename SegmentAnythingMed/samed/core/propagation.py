@@ -35,6 +35,9 @@ from .geometry import masks_to_volume
 from .prompts import MASK, Prompt, box_from_mask
 
 DIRECTIONS = {"up": +1, "down": -1}  # up = increasing slice index
+# a walk leaves its start slice from the user's box there (not the model's mask) when the mask covers less than
+# this share of the ellipse the box holds (issue 11: mr-abdomen right kidney, 48 px in a 15 x 14 px box)
+MIN_BOX_FILL = 0.5
 
 
 @dataclass
@@ -103,6 +106,34 @@ def _grow(box: np.ndarray, frac: float, shape_hw) -> np.ndarray:
     return np.clip(box + np.array([-dx, -dy, dx, dy]), 0, [w - 1, h - 1, w - 1, h - 1])
 
 
+def _walk_box(prev: np.ndarray, s: PropagationSettings) -> np.ndarray:
+    return _grow(box_from_mask(prev, s.box_margin_px), s.box_margin_frac, prev.shape)
+
+
+def box_ellipse(box_xy, shape_hw) -> np.ndarray:
+    """The ellipse inscribed in a box (x0, y0, x1, y1, pixel-inclusive): what a tight box says of its object's
+    extent at the least."""
+    x0, y0, x1, y1 = np.asarray(box_xy, float)
+    yy, xx = np.mgrid[: shape_hw[0], : shape_hw[1]]
+    rx, ry = (x1 - x0 + 1) / 2.0, (y1 - y0 + 1) / 2.0
+    return ((xx - (x0 + x1) / 2.0) / rx) ** 2 + ((yy - (y0 + y1) / 2.0) / ry) ** 2 <= 1.0
+
+
+def first_step(start_mask: np.ndarray, start_box, s: PropagationSettings) -> Tuple[np.ndarray, np.ndarray]:
+    """(the box for the first slice of a walk, the mask its rules compare with) from the start slice's mask
+    and the box the user drew there (None: no box). Where the model kept less than ``MIN_BOX_FILL`` of the
+    ellipse the user's tight box holds, the box is the object's extent on that slice: the first step is prompted
+    with it (grown as the walk grows a mask's box) and its rules see the mask together with the box's ellipse."""
+    if start_box is not None:
+        ellipse = box_ellipse(start_box, start_mask.shape)
+        if int(start_mask.sum()) < MIN_BOX_FILL * int(ellipse.sum()):
+            h, w = start_mask.shape
+            b = np.asarray(start_box, float) + np.array([-1, -1, 1, 1]) * s.box_margin_px
+            b = _grow(np.clip(b, 0, [w - 1, h - 1, w - 1, h - 1]), s.box_margin_frac, start_mask.shape)
+            return b, start_mask | ellipse
+    return _walk_box(start_mask, s), start_mask
+
+
 def _grey_stats(picture: np.ndarray, mask: np.ndarray) -> Tuple[float, float]:
     values = np.asarray(picture)[..., 0][mask].astype(np.float64)
     return float(values.mean()), float(values.std())
@@ -135,8 +166,9 @@ def propagate(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices
               seed_mask: np.ndarray, settings: Optional[PropagationSettings] = None,
               directions: Sequence[str] = ("up", "down"),
               progress: Optional[Callable[[int, int], None]] = None,
-              should_cancel: Optional[Callable[[], bool]] = None) -> PropagationResult:
-    """Walk from ``seed_index`` (whose mask is ``seed_mask``) through the neighbouring slices.
+              should_cancel: Optional[Callable[[], bool]] = None, seed_box=None) -> PropagationResult:
+    """Walk from ``seed_index`` (whose mask is ``seed_mask``) through the neighbouring slices; ``seed_box``:
+    the box the user drew on the seed slice, if any (see :func:`first_step`).
 
     ``get_slice(i)`` returns slice ``i`` as preprocessed (H, W, 3) uint8. ``progress(done, total)`` is called
     after each slice (``total`` is the most slices the walk could visit). See the module docstring for rules.
@@ -167,7 +199,8 @@ def propagate(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices
     done = 0
     for d in directions:
         step = DIRECTIONS[d]
-        prev, prev_area = seed_mask, int(seed_mask.sum())
+        first_box, prev = first_step(seed_mask, seed_box, s)
+        prev_area = int(prev.sum())
         idx = seed_index
         stop = None
         for _ in range(limits[d]):
@@ -178,7 +211,7 @@ def propagate(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices
             if backend.wants_prefetch:  # let the backend encode the next slices ahead
                 ahead = [idx + step * k for k in (1, 2) if lo <= idx + step * k <= hi]
                 backend.prefetch([get_slice(i) for i in ahead])
-            box = _grow(box_from_mask(prev, s.box_margin_px), s.box_margin_frac, prev.shape)
+            box = first_box if idx == seed_index + step else _walk_box(prev, s)
             prompt = Prompt(box_xy=box, mask=prev if use_mask else None)
             picture = get_slice(idx)
             pred = backend.segment(picture, prompt, multimask=False)

@@ -117,7 +117,8 @@ class VolumeSession:
         return out
 
     def propagate(self, seed_index: int, seed_mask: np.ndarray, settings: Optional[PropagationSettings] = None,
-                  directions: Sequence[str] = ("up", "down"), progress=None, should_cancel=None) -> PropagationResult:
+                  directions: Sequence[str] = ("up", "down"), progress=None, should_cancel=None,
+                  seed_box=None) -> PropagationResult:
         check_slice_index(self.volume.array.shape[:3], self.np_axis, seed_index)
         if _has_nonfinite(self.volume.array):  # stop before slices without a finite voxel (black pictures)
             settings = settings or PropagationSettings()
@@ -126,7 +127,7 @@ class VolumeSession:
                 lo, hi = max(lo, int(settings.index_range[0])), min(hi, int(settings.index_range[1]))
             settings = dataclasses.replace(settings, index_range=(lo, hi))
         return propagate(self.backend, self.picture, self.n_slices, seed_index, seed_mask, settings,
-                         directions, progress, should_cancel)
+                         directions, progress, should_cancel, seed_box)
 
     def masks_to_volume(self, masks: Dict[int, np.ndarray], consume: bool = False) -> np.ndarray:
         """The per-slice ``masks`` as one bool volume (see :func:`~samed.core.geometry.masks_to_volume`)."""

@@ -193,7 +193,10 @@ def run_interactive_3d(session: VolumeSession, ref3d: np.ndarray, max_interactio
             prior = [(res.masks[index], res.scores[index])] if index in res.masks else []
             keys[index] = mask_for_key_box(session.backend, session.picture(index), box_from_mask(ref2d), prior)[0]
         if any(m.any() for m in keys.values()):
-            res = segment_from_key_slices(session.backend, session.picture, session.n_slices, keys, settings)
+            boxes = {i: box_from_mask(extract_slice(ref3d, ax, i)) for i, m in keys.items()
+                     if user == BOX and m.any()}
+            res = segment_from_key_slices(session.backend, session.picture, session.n_slices, keys, settings,
+                                          key_boxes=boxes)
             pred, stopped = res.to_volume(ref3d.shape, ax), "; ".join(f"{d}: {w}" for d, w in
                                                                       sorted(res.stopped.items()))
         else:  # the model gave nothing for the first box

@@ -61,7 +61,7 @@ def evaluate_volume_class(session: VolumeSession, ref3d: np.ndarray, selection: 
     seed = seed_slice(slices)
     seed_mask = _box_mask(session, seed, extract_slice(ref3d, ax, seed), selection)
     if seed_mask.any():
-        result = session.propagate(seed, seed_mask)
+        result = session.propagate(seed, seed_mask, seed_box=box_from_mask(extract_slice(ref3d, ax, seed)))
         pred = result.to_volume(ref3d.shape, ax)
         stopped = "; ".join(f"{d}: {why}" for d, why in sorted(result.stopped.items()))
     else:

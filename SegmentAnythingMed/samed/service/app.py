@@ -296,7 +296,7 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
         held = upload.reservation.split(pics.nbytes + seed_mask.nbytes)
         try:
             job = jobs.submit(backend, pics, first, n_slices, meta.seed_index, seed_mask, settings, directions,
-                              memory=held)
+                              memory=held, seed_box=None if meta.seed_box_xy is None else np.array(meta.seed_box_xy))
         except BaseException:
             held.release()
             raise

@@ -57,6 +57,7 @@ class Job:
     # the job's share of the upload memory budget (``budget.Reservation``): the slab while it runs, then the
     # result's masks until the job is forgotten
     memory: Optional[object] = None
+    seed_box: Optional[np.ndarray] = None  # the box the user drew on the seed slice (core.propagation.first_step)
 
     def __post_init__(self):
         self.slab_slices = 0 if self.pictures is None else len(self.pictures)
@@ -116,9 +117,9 @@ class JobManager:
     # ---- life of a job ---------------------------------------------------------------------------------------
     def submit(self, backend, pictures: np.ndarray, first_index: int, n_slices: int, seed_index: int,
                seed_mask: np.ndarray, settings: PropagationSettings, directions: Sequence[str],
-               memory: Optional[object] = None) -> Job:
+               memory: Optional[object] = None, seed_box=None) -> Job:
         job = Job(uuid.uuid4().hex, backend.model, pictures, first_index, n_slices, seed_index, seed_mask,
-                  settings, tuple(directions), memory=memory)
+                  settings, tuple(directions), memory=memory, seed_box=seed_box)
         with self._lock:
             self._purge()
             active = sum(j.state in (QUEUED, RUNNING) for j in self._jobs.values())
@@ -140,7 +141,8 @@ class JobManager:
 
         try:
             result = propagate_slab(backend, job.pictures, job.first_index, job.n_slices, job.seed_index,
-                                    job.seed_mask, job.settings, job.directions, progress, job.cancel_requested.is_set)
+                                    job.seed_mask, job.settings, job.directions, progress, job.cancel_requested.is_set,
+                                    job.seed_box)
             job.result = result
             cancelled = any(str(why).startswith("cancelled") for why in result.stopped.values())
             state = CANCELLED if cancelled else DONE

@@ -86,6 +86,9 @@ class PropagationMeta(BaseModel):
     directions: List[Literal["up", "down"]] = Field(default_factory=lambda: ["up", "down"], min_length=1,
                                                     max_length=2)
     settings: SettingsModel = Field(default_factory=SettingsModel)
+    seed_box_xy: Optional[List[float]] = Field(
+        None, min_length=4, max_length=4, description="the box (x0, y0, x1, y1) the user drew on the seed slice: "
+        "the walk leaves the seed slice from it where the seed mask fills it poorly")
 
 
 class Health(BaseModel):

@@ -38,7 +38,7 @@ def propagate_slab(backend, pictures: np.ndarray, first_index: int, n_slices: in
                    seed_mask: np.ndarray, settings: Optional[PropagationSettings] = None,
                    directions: Sequence[str] = ("up", "down"),
                    progress: Optional[Callable[[int, int], None]] = None,
-                   should_cancel: Optional[Callable[[], bool]] = None) -> PropagationResult:
+                   should_cancel: Optional[Callable[[], bool]] = None, seed_box=None) -> PropagationResult:
     """:func:`core.propagation.propagate` on ``pictures`` = slices ``first_index`` .. ``first_index + N - 1`` of a
     volume of ``n_slices`` slices (indices in results and stop reasons are the volume's)."""
     s = settings or PropagationSettings()
@@ -47,4 +47,4 @@ def propagate_slab(backend, pictures: np.ndarray, first_index: int, n_slices: in
     if s.index_range is not None:
         lo, hi = max(lo, int(s.index_range[0])), min(hi, int(s.index_range[1]))
     return propagate(backend, lambda i: pictures[i - first_index], n_slices, seed_index, seed_mask,
-                     replace(s, index_range=(lo, hi)), directions, progress, should_cancel)
+                     replace(s, index_range=(lo, hi)), directions, progress, should_cancel, seed_box)
