@@ -10,6 +10,7 @@ import pytest
 from slicer_scenes import LPS, ThresholdBackend, add_segmentation, add_volume, ellipsoid, slicer_env  # noqa: F401
 
 from samed.core.geometry import slice_xy_to_ras
+from samed.core.prompts import Prediction
 from SegmentAnythingMedLib import segment_writer, volume_bridge
 from SegmentAnythingMedLib.backend_settings import BackendProvider, BackendSettings
 from SegmentAnythingMedLib.errors import BridgeError
@@ -319,3 +320,36 @@ def test_propagation_reports_progress_and_stop_keeps_the_preview_as_it_was(slice
     messages = session.wait(30)
     assert messages[-1] == "propagation cancelled: the preview is as it was"
     assert set(session.masks) == set(before) and session.progress is None and session.has_preview
+
+
+class _FirstMaskTooSmall(ThresholdBackend):
+    """The first box is answered with a small core of the object (as LiteMedSAM kept 48 px of a 149 px kidney in
+    the user's box on mr-abdomen), every later prompt as ThresholdBackend does."""
+
+    first = True
+
+    def decode(self, handle, prompt, multimask=None):
+        pred = super().decode(handle, prompt, multimask)
+        if not self.first:
+            return pred
+        self.first = False
+        ys, xs = np.nonzero(pred.masks[0])
+        core = np.zeros_like(pred.masks[0])
+        core[int(ys.mean()) - 1:int(ys.mean()) + 2, int(xs.mean()) - 1:int(xs.mean()) + 2] = True
+        return Prediction(core[None], [0.9])
+
+
+def test_propagate_leaves_the_box_slice_from_the_users_box_where_the_mask_is_too_small_for_it(slicer_env, worker):
+    """Issue 11: a box whose mask fills little of it; Propagate walks from the user's box (it is the object's
+    extent on that slice), not from the too small mask (which stopped the walk at once: "grow at slice 11")."""
+    session, node, segmentation, sid, target, truth, _ = make(slicer_env, worker)
+    session.provider.use(_FirstMaskTooSmall(("box",)))
+    view = view_at(slicer_env, session, 10)
+    session.set_box(ras(session, (5, 3), 10), ras(session, (36, 28), 10), view)
+    session.wait(30)
+    assert session.masks[10].sum() == 9
+    session.options.range_mode = "volume"
+    session.propagate()
+    session.wait(60)
+    assert sorted(session.masks) == [i for i in range(20) if truth[i].sum() >= 5]
+    assert all(np.array_equal(session.masks[i], truth[i]) for i in session.masks if i != 10)
