@@ -240,6 +240,23 @@ def test_samed_refine_raises_the_dice_of_a_dilated_tumour_and_leaves_its_input_a
     assert again.returncode == 2 and "--overwrite" in again.stderr, again.stderr  # no model run, nothing replaced
 
 
+def test_samed_refine_with_the_real_model_records_the_refinement_in_the_segments_provenance(dilated_tumour,
+                                                                                           refined_locally):
+    from samed.core import io
+    from samed.core.provenance import read_segment_provenance
+
+    _, seg, _, dilated = dilated_tumour
+    r, out, _ = refined_locally
+    assert r.returncode == 0, r.stderr
+    written = io.read_segmentation(out)
+    refined = written.segment_mask("tumor") > 0
+    changed = [k for k in range(refined.shape[0]) if not np.array_equal(refined[k], dilated[k])]
+    prov = read_segment_provenance(written, "tumor")
+    assert prov.propagation["mode"] == "refine" and prov.propagation["changed"] == changed and changed
+    assert prov.propagation["source"]["file"] == seg.name and prov.propagation["source"]["segment"] == "tumor"
+    assert prov.model == "litemedsam" and prov.engine.startswith("torch") and prov.image == "image.nrrd"
+
+
 def test_samed_refine_through_the_model_service_gives_the_in_process_result(dilated_tumour, refined_locally,
                                                                             samed_service, tmp_path):
     from samed.core import io
@@ -292,6 +309,11 @@ def test_samed_refine_boxes_from_a_detectors_csv(dilated_tumour, tmp_path):
     mask = io.read_segmentation(out).segment_mask("tumour") > 0
     assert sorted(np.flatnonzero(mask.any(axis=(1, 2)))) == slices
     assert dice(mask[slices], ref[slices]) > 0.7
+    from samed.core.provenance import read_segment_provenance
+
+    how = read_segment_provenance(io.read_segmentation(out), "tumour")  # the detector's boxes, as prompts
+    assert how.prompt_source == "boxes" and how.propagation is None and how.tool == "samed refine"
+    assert [p.slice for p in how.prompts] == slices and all(p.kind == "box" for p in how.prompts)
 
 
 def test_a_segmentation_made_on_a_coarser_grid_is_found_and_interpolated_first():
@@ -341,3 +363,4 @@ def test_progress_is_reported_per_slice_and_cancel_stops_before_the_next_slice()
         refine_structure(backend, lambda i: pics[i], dict(enumerate(TRUTH)),
                          should_cancel=lambda: len(backend.calls) >= 3)
     assert len(backend.calls) == 3
+

@@ -87,6 +87,8 @@ def test_refine_a_dilated_tumour_with_litemedsam_preview_apply_undo(slicer_env, 
     assert report.mode == "replace" and report.slices == changed
     assert np.array_equal(written, refined)
     assert not session.has_preview and session.preview.node is None and session.slice_kinds == {}
+    how = segment_writer.segment_provenance(segmentation, sid)  # it says it was refined, where and how
+    assert how.propagation["mode"] == "refine" and how.propagation["changed"] == changed and how.model == "litemedsam"
     target.undo()  # one undo state: the original, voxel for voxel
     assert np.array_equal(segment_writer.segment_mask(segmentation, sid, volume), dilated)
 
@@ -133,6 +135,34 @@ def test_stop_while_refining_leaves_everything_as_it_was(slicer_env, worker):
     assert np.array_equal(segment_writer.segment_mask(segmentation, sid, volume), dilated)
 
 
+def test_apply_after_a_refinement_stores_a_refine_provenance_and_undo_takes_it_back(slicer_env, worker):
+    node, segmentation, sid, empty, volume, truth, dilated = ball_scene(slicer_env)
+    session, target = session_on(slicer_env, worker, node, segmentation, sid, ThresholdBackend())
+    refine_selected(session)
+    session.wait(30)
+    changed = sorted(session.masks)
+    refined = previewed(dilated, session)
+    assert changed and not np.array_equal(refined, dilated)
+    assert segment_writer.segment_provenance(segmentation, sid) is None  # another tool's segment: none yet
+    session.apply(target)
+    how = segment_writer.segment_provenance(segmentation, sid)
+    assert how is not None and how.propagation is not None, "Apply after Refine recorded no refinement"
+    walk = how.propagation
+    assert walk["mode"] == "refine" and walk["changed"] == changed, walk
+    assert walk["source"] == {"segmentation": "Segmentation", "segment": "ball (other tool)", "segment_id": sid}
+    assert walk["settings"]["box_margin_px"] == 2.0 and "model_bias_px" in walk["settings"]
+    assert "model agreement" in walk["check"] and how.prompts == [] and how.axis == "k"
+    how.check_grid(volume.shape_kji, volume.ijk_to_ras, "the ball")
+    target.undo()  # the refined voxels and their provenance go back together
+    assert np.array_equal(segment_writer.segment_mask(segmentation, sid, volume), dilated)
+    assert segment_writer.segment_provenance(segmentation, sid) is None, "Undo left the refinement's provenance"
+    # a later prompt's Apply is not called a refinement (the record went with the refinement's preview)
+    draw_box(slicer_env, session, 10, (5, 3, 36, 28))
+    session.apply(target)
+    how = segment_writer.segment_provenance(segmentation, sid)
+    assert how.propagation is None and [p.slice for p in how.prompts] == [10]
+
+
 @pytest.fixture
 def ball_harness(slicer_env, provider):
     node, segmentation, sid, empty, volume, truth, dilated = ball_scene(slicer_env)
@@ -157,9 +187,11 @@ def test_the_refine_button_previews_then_apply_writes_and_undo_restores(ball_har
     effect.applyButton.click()
     assert "applied: replaced" in effect.statusLabel.text
     assert np.array_equal(segment_writer.segment_mask(h.segmentation, h.sid, h.volume), refined)
+    assert segment_writer.segment_provenance(h.segmentation, h.sid).propagation["mode"] == "refine"
     assert effect.refineButton.enabled
     h.logic.Undo()
     assert np.array_equal(segment_writer.segment_mask(h.segmentation, h.sid, h.volume), h.dilated)
+    assert segment_writer.segment_provenance(h.segmentation, h.sid) is None
     effect.refineButton.click()  # again, then Cancel: nothing written
     h.effect.session.wait(30)
     h.effect.timer.fire()

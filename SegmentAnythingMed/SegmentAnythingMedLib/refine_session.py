@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, List, Optional
 import numpy as np
 
 from samed.core.geometry import numpy_axis
+from samed.core.provenance import Provenance, provenance_of, refinement_record
 
 from .errors import BridgeError
 from .jobs import IntensitySpec, VolumeSessions, VolumeSnapshot
@@ -40,6 +41,7 @@ class RefineRequest:
     segment_name: str
     settings: RefineSettings
     intensity: IntensitySpec
+    source: Optional[dict] = None  # which segment is refined (segmentation node, segment name and ID): provenance
 
 
 @dataclass
@@ -76,7 +78,8 @@ def refine_selected(session, np_axis: Optional[int] = None, settings: Optional[R
     s.validate()
     intensity = session.intensity()
     session._drop()  # prompts whose masks came out empty: gone; a new generation for this result
-    request = RefineRequest(session.generation, snapshot, axis, original, name, s, intensity)
+    source = {"segmentation": segmentation.GetName(), "segment": name, "segment_id": segment_id}
+    request = RefineRequest(session.generation, snapshot, axis, original, name, s, intensity, source)
     provider, sessions = session.provider, session.sessions
     job = session.worker.submit(lambda ctx: run_refinement(provider, sessions, request, ctx), label=f"refine {name}")
     n = int(_slices(original, axis).any(axis=(1, 2)).sum())
@@ -115,6 +118,9 @@ def accept_refinement(session, outcome: RefineOutcome) -> str:
     session.np_axis = request.np_axis
     session.masks = {i: refined[i].copy() for i in changed}
     session.slice_kinds = {i: REFINED for i in changed}
+    # what Apply records (apply_provenance): kept with this preview's generation, so a later preview never takes it
+    session.refinement = (session.generation, refinement_record(request.source or {"segment": request.segment_name},
+                                                                changed, request.settings, result.check.describe()))
     what = f"{request.segment_name!r}: {result.check.describe()}"
     if not changed:
         return f"{what}; no slice changed: nothing to apply"
@@ -124,3 +130,15 @@ def accept_refinement(session, outcome: RefineOutcome) -> str:
         node.SetAttribute(SLICE_KINDS_ATTRIBUTE, f"{REFINED} {describe_slices(changed)}")
     return (f"{what}; preview on {len(changed)} of {len(result.choice)} slices ({describe_slices(changed)}). "
             f"Apply to replace the segment there.")
+
+
+def apply_provenance(session, volume) -> Provenance:
+    """What Apply stores as the segment's provenance: the prompts and walk of the preview, and, when the preview
+    holds a refinement (its slices marked ``refined``), the refinement's record (mode "refine": the source segment,
+    the changed slices, the check, the settings) instead of a walk."""
+    how = provenance_of(session.provider.current(), "kji"[session.np_axis], session.prompted, volume,
+                        session.propagation)
+    generation, record = getattr(session, "refinement", None) or (None, None)
+    if record is not None and generation == session.generation and REFINED in session.slice_kinds.values():
+        how.propagation = record
+    return how

@@ -28,7 +28,6 @@ import numpy as np
 from samed.core.backend import UnsupportedPromptError, check_prompt_kinds
 from samed.core.preprocess import IntensityWindow
 from samed.core.prompts import Prompt
-from samed.core.provenance import provenance_of
 
 from .backend_settings import model_prompt_kinds
 from .errors import USER_ERRORS, BridgeError, describe_error  # noqa: F401 (the front ends import them here)
@@ -37,7 +36,7 @@ from .jobs import (IntensitySpec, PromptRequest, PromptResult, PropagationOutcom
 from .key_slice_session import KeySliceOutcome, accept_key_slices, key_slices_of, submit_key_slices, user_box
 from .markup_bridge import prompts_from_markup_nodes, ras_to_view_xy
 from .preview import segment_color
-from .refine_session import JOB_NOUNS, REFINED, accept_refinement
+from .refine_session import JOB_NOUNS, REFINED, accept_refinement, apply_provenance
 from .segment_writer import WriteReport, write_masks
 from .session_types import RANGE_MODES, SESSION_INTENSITY_MODES, Candidates, SessionOptions, SlicePrompt  # noqa: F401
 from .volume_bridge import ViewSlice, ijk_to_world, view_slice, volume_from_node
@@ -379,7 +378,7 @@ class EditSession:
         if not masks:
             raise BridgeError("there is no preview to apply: segment a slice first")
         volume = self.snapshot().volume  # the segment's tags record how it was made (as samed segment writes)
-        how = provenance_of(self.provider.current(), "kji"[self.np_axis], self.prompted, volume, self.propagation)
+        how = apply_provenance(self, volume)
         report = write_masks(target, masks, self.np_axis, volume, mode, how)
         self._drop()
         self.status = f"applied: {report.describe()}"

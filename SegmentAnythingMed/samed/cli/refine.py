@@ -14,10 +14,13 @@ import numpy as np
 from ..core import io
 from ..core.geometry import AXIS_NAMES, numpy_axis
 from ..core.prompts import Prompt
+from ..core.provenance import (PromptRecord, Provenance, changed_slices, describe_backend, grid_record,
+                               refinement_record)
 from ..core.refine import CORRECTED, RefineSettings, refine_mask
 from ..core.volume_session import VolumeSession, check_finite_slice, count_nonfinite
 from .common import add_backend_options, add_intensity_options, backend_from_args, intensity_from_args, progress_bar
 from .outputs import check_output
+from .segment_provenance import INTENSITY_OPTIONS, segment_tags
 from .segment import _load_reference, load_input
 
 
@@ -89,7 +92,7 @@ def read_boxes_csv(path: str, slice_shape, n_slices: int) -> Dict[int, np.ndarra
 
 
 def _structures(args, volume) -> List[tuple]:
-    """[(name, mask on the image's grid, description)] of the --label structures of --segmentation."""
+    """[(name, mask on the image's grid, description, label)] of the --label structures of --segmentation."""
     labels = list(args.label)
     if not labels:
         if io.is_segmentation_file(args.segmentation):
@@ -114,8 +117,31 @@ def _structures(args, volume) -> List[tuple]:
         if name in seen:
             raise ValueError(f"--label {label}: segment {name!r} is asked for twice")
         seen.add(name)
-        out.append((name, mask, description))
+        out.append((name, mask, description, str(label)))
     return out
+
+
+def _file_name(path) -> str:
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _provenance_maker(args, backend, volume, intensity):
+    """(prompts, propagation record, prompt source) -> the Provenance of one written segment (the backend is
+    described now, while it is open)."""
+    from .. import __version__
+
+    model, engine = describe_backend(backend)
+    window = {k: getattr(args, k, None) for k in INTENSITY_OPTIONS}
+    window.update(low=float(intensity.low), high=float(intensity.high))
+    image = volume.metadata.get("path")
+
+    def make(prompts, record, prompt_source) -> Provenance:
+        return Provenance(model=model, engine=engine, samed_version=__version__, axis=args.axis, prompts=prompts,
+                          propagation=record, intensity=dict(window),
+                          grid=grid_record(volume.shape_kji, volume.ijk_to_ras),
+                          image=_file_name(image) if image else None, tool="samed refine",
+                          prompt_source=prompt_source)
+    return make
 
 
 def run(args) -> int:
@@ -146,6 +172,8 @@ def run(args) -> int:
     # only now load the model: every input error above is reported without waiting for it
     backend = backend_from_args(args)
     session = VolumeSession(volume, backend, args.axis, intensity=intensity, max_cached_slices=4)
+    provenance = _provenance_maker(args, backend, volume, intensity)
+    tags = {}  # segment name -> its tags: the provenance, which says it was refined (or the detector's boxes)
     t0 = time.perf_counter()
     refined = {}
     try:
@@ -157,8 +185,10 @@ def run(args) -> int:
                                                progress=lambda d, n: bar.update(1))
             name = args.name or "Segment_1"
             refined[name] = session.masks_to_volume({k: p.best for k, p in preds.items()})
+            tags[name] = segment_tags(provenance([PromptRecord(k, [float(v) for v in b]) for k, b in boxes.items()],
+                                                 None, "boxes"))
             print(f"{name}: {len(boxes)} boxes segmented")
-        for name, mask, description in structures:
+        for name, mask, description, label in structures:
             n_original = int(mask.any(axis=tuple(a for a in range(3) if a != np_axis)).sum())
             with progress_bar(n_original, f"refine {name}") as bar:
                 refined[name], result = refine_mask(backend, session.picture, mask, np_axis, settings,
@@ -170,9 +200,14 @@ def run(args) -> int:
                       f"identical voxels): interpolated linearly first")
             print(f"{name} ({description}): {result.check.describe()}; "
                   f"{len(corrected)} of {len(result.choice)} slices corrected")
+            source = {"file": _file_name(args.segmentation), "segment": name, "label": label,
+                      "description": description}
+            record = refinement_record(source, changed_slices(mask, refined[name], np_axis), settings,
+                                       result.check.describe())
+            tags[name] = segment_tags(provenance([], record, "segmentation"))
         seconds = time.perf_counter() - t0
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        io.write_segmentation(out, refined, volume, overwrite=args.overwrite)
+        io.write_segmentation(out, refined, volume, overwrite=args.overwrite, segment_tags=tags)
     finally:
         backend.close()
     print(f"wrote {out} ({len(refined)} segment{'s' if len(refined) != 1 else ''}) in {seconds:.1f} s")

@@ -77,7 +77,9 @@ class PromptRecord:
 @dataclass
 class Provenance:
     """How one segment was made. ``propagation``: None (no propagation) or a dict with ``mode`` ("walk" from one
-    seed, "key slices"), ``seed``, ``range`` [first, last] slice, ``stopped`` {direction: reason}, ``settings``."""
+    seed, "key slices"), ``seed``, ``range`` [first, last] slice, ``stopped`` {direction: reason}, ``settings``; or,
+    for a refined segment (:func:`refinement_record`), ``mode`` "refine", ``source``, ``changed``, ``check``,
+    ``settings``."""
 
     model: str
     engine: Optional[str]
@@ -170,6 +172,25 @@ def provenance_of(backend, axis: str, prompts, volume, propagation_result=None, 
                       propagation=walk, grid=grid_record(volume.shape_kji, volume.ijk_to_ras),
                       image=str(volume.metadata.get("name")) if volume.metadata.get("name") else None,
                       tool=tool, prompt_source=prompt_source)
+
+
+def refinement_record(source: Dict[str, object], changed: Sequence[int], settings=None,
+                      check: Optional[str] = None) -> Dict[str, object]:
+    """The ``propagation`` record of a refined segment (``samed refine``, the effect's Refine): ``source`` says which
+    segment was refined (file or node, segment name, label), ``changed`` the slice indices the refinement replaced,
+    ``check`` what the model's check decided, ``settings`` the RefineSettings' scalar fields."""
+    record: Dict[str, object] = {"mode": "refine", "source": dict(source), "changed": sorted(int(i) for i in changed)}
+    if check is not None:
+        record["check"] = str(check)
+    if settings is not None:
+        record["settings"] = {k: v for k, v in asdict(settings).items() if isinstance(v, (int, float, str))}
+    return record
+
+
+def changed_slices(original, refined, np_axis: int) -> List[int]:
+    """The slice indices (along ``np_axis``) where two masks of one grid differ."""
+    a, b = np.moveaxis(np.asarray(original), np_axis, 0), np.moveaxis(np.asarray(refined), np_axis, 0)
+    return [i for i in range(a.shape[0]) if not np.array_equal(a[i], b[i])]
 
 
 def grid_record(shape_kji: Sequence[int], ijk_to_ras) -> Dict[str, object]:
