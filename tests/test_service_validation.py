@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 
+import json
+
 import numpy as np
 import pytest
 from test_service_input import BUNDLE_TYPE, MODEL, assert_4xx, call
@@ -129,4 +131,23 @@ def test_in_range_settings_still_start_a_job(samed_service, cached_key):
     status, answer, _ = call(samed_service.url, "POST", f"/v1/models/{MODEL}/propagations",
                              encode_bundle(meta, {"pictures": pics, "seed_mask": seed}), {"Content-Type": BUNDLE_TYPE})
     assert status == 202, answer
+    still_serving_ok(samed_service, cached_key)
+
+
+@pytest.mark.parametrize("box", [[10, 5, 30], [30, 5, 10, 20], [10, 20, 30, 5], [111, 5, 30, 20],
+                                 [10, 5, 1111111, 20], "10,5,30,20"])
+def test_a_bad_seed_box_is_422_naming_it(samed_service, cached_key, box):
+    """The user's box on the seed slice (``seed_box_xy``: x0, y0, x1, y1, finite, x0 <= x1, y0 <= y1). The client
+    never sends NaN or infinity (strict JSON); a hand-made body may: 111 becomes NaN and 1111111 becomes 1e+9999
+    (infinity to Python's json) in the bytes sent."""
+    pics = np.zeros((3, 64, 80, 3), np.uint8)
+    seed = np.zeros((64, 80), bool)
+    seed[20:40, 20:50] = True
+    meta = {"seed_index": 1, "seed_box_xy": box}
+    body = encode_bundle(meta, {"pictures": pics, "seed_mask": seed})
+    body = body.replace(b"[111,", b"[NaN,").replace(b",1111111,", b",1e+9999,")
+    status, answer, _ = call(samed_service.url, "POST", f"/v1/models/{MODEL}/propagations", body,
+                             {"Content-Type": BUNDLE_TYPE})
+    assert_4xx(status, answer, 422)
+    assert "seed_box_xy" in json.dumps(answer["detail"]), answer
     still_serving_ok(samed_service, cached_key)

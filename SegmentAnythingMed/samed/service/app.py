@@ -285,6 +285,10 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
             settings.validate()
         except ValueError as exc:
             raise HTTPException(422, f"propagation settings: {exc}") from None
+        box = meta.seed_box_xy
+        if box is not None and not (np.all(np.isfinite(box)) and box[0] <= box[2] and box[1] <= box[3]):
+            raise HTTPException(422, f"seed_box_xy must be four finite numbers x0, y0, x1, y1 with x0 <= x1 and "
+                                     f"y0 <= y1 (the box drawn on the seed slice, in pixels), got {box}")
         if settings.index_range is not None and not settings.index_range[0] <= meta.seed_index \
                 <= settings.index_range[1]:
             raise HTTPException(422, f"seed slice {meta.seed_index} is outside index_range {settings.index_range}")
@@ -296,7 +300,7 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
         held = upload.reservation.split(pics.nbytes + seed_mask.nbytes)
         try:
             job = jobs.submit(backend, pics, first, n_slices, meta.seed_index, seed_mask, settings, directions,
-                              memory=held, seed_box=None if meta.seed_box_xy is None else np.array(meta.seed_box_xy))
+                              memory=held, seed_box=None if box is None else np.array(box, float))
         except BaseException:
             held.release()
             raise
