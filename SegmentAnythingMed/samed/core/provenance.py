@@ -267,7 +267,10 @@ def describe_backend(backend) -> Tuple[str, Optional[str]]:
         info = {}
     kind = info.get("engine") or ("torch" if type(engine).__name__ == "SamEngine" else type(engine).__name__)
     device = getattr(engine, "device", None) or info.get("device")
-    return model, f"{kind} ({device})" if device else str(kind)
+    described = f"{kind} ({device})" if device else str(kind)
+    if info.get("input_default") is False:  # --input-resize / --resize-filter changed what the encoder sees
+        described += f", input {info.get('resize')}/{info.get('resize_filter')}"
+    return model, described
 
 
 def read_segment_provenance(seg_file, segment: Optional[str] = None) -> Provenance:

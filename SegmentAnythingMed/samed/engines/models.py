@@ -86,6 +86,11 @@ class ModelSpec:
             raise ValueError(f"resize_filter must be one of {', '.join(RESIZE_FILTERS)}, got {resize_filter!r}")
         return replace(self, resize=resize, resize_filter=resize_filter)
 
+    def input_is_default(self) -> bool:
+        """Whether pictures are resized as the model's own spec says (not changed by :meth:`with_input`)."""
+        own = MODELS.get(self.name)
+        return own is None or (own.resize, own.resize_filter) == (self.resize, self.resize_filter)
+
     @staticmethod
     def to_input_xy(xy, original_size, input_size):
         """Slice pixel coordinates (..., 2) -> coordinates in the resized encoder input."""

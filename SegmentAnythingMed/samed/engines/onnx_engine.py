@@ -352,7 +352,8 @@ class OnnxEngine:
     def info(self) -> dict:
         return {"model": self.name, "description": self.spec.description, "device": self.device,
                 "prompt_kinds": sorted(self.prompt_kinds), "image_size": self.spec.image_size,
-                "resize": self.spec.resize, "resize_filter": self.spec.resize_filter, "checkpoint": self.checkpoint,
+                "resize": self.spec.resize, "resize_filter": self.spec.resize_filter,
+                "input_default": self.spec.input_is_default(), "checkpoint": self.checkpoint,
                 "engine": "openvino+onnxruntime" if self.precision in ENGINE_NAMES else "onnxruntime",
                 "onnxruntime": self._ort.__version__, "providers": self._encoder.get_providers(),
                 "threads": int(self._threads or os.environ.get("SAMED_ORT_THREADS") or available_cores()),

@@ -151,4 +151,5 @@ class SamEngine:
     def info(self) -> dict:
         return {"model": self.name, "description": self.spec.description, "device": self.device,
                 "prompt_kinds": sorted(self.prompt_kinds), "image_size": self.spec.image_size,
-                "resize": self.spec.resize, "resize_filter": self.spec.resize_filter, "checkpoint": self.checkpoint}
+                "resize": self.spec.resize, "resize_filter": self.spec.resize_filter,
+                "input_default": self.spec.input_is_default(), "checkpoint": self.checkpoint}

@@ -51,18 +51,26 @@ def _gpu_present() -> bool:
 
 
 def create_engine(model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
-                  engine: Optional[str] = None, **onnx_options):
+                  engine: Optional[str] = None, resize: Optional[str] = None, resize_filter: Optional[str] = None,
+                  **onnx_options):
     """An engine object (``encode``/``encode_batch``/``decode``/``info``) for ``model`` on ``device``.
 
-    ``onnx_options`` (``cache_dir``, ``threads``, ``embedding_dtype``, ``spinning``) go to the ONNX engine.
+    ``resize`` ("longest", "square") and ``resize_filter`` (``models.RESIZE_FILTERS``): how pictures are resized
+    for the encoder, in every engine (None: the model's own, its ``ModelSpec``; checked here, before anything
+    loads). ``onnx_options`` (``cache_dir``, ``threads``, ``embedding_dtype``, ``spinning``) go to the ONNX engine.
     """
+    from .models import get_spec
+
+    get_spec(model).with_input(resize, resize_filter)  # a wrong value: ValueError naming the choices
+    if resize is not None or resize_filter is not None:
+        onnx_options = dict(onnx_options, resize=resize, resize_filter=resize_filter)
     engine = (engine or default_engine()).lower()
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if engine == "torch":
         from .sam_engine import SamEngine
 
-        return SamEngine(model, checkpoint, device)
+        return SamEngine(model, checkpoint, device, resize, resize_filter)
     from .onnx_engine import OnnxEngine, OnnxUnavailable
     from .onnx_export import ONNX_MODELS, OnnxExportError
 
@@ -96,7 +104,7 @@ def create_engine(model: str = "litemedsam", checkpoint: Optional[str] = None, d
             log.warning("ONNX Runtime engine unavailable for %s (%s); using the torch engine", model, reason)
     from .sam_engine import SamEngine
 
-    return _chosen(SamEngine(model, checkpoint, device), [reason])
+    return _chosen(SamEngine(model, checkpoint, device, resize, resize_filter), [reason])
 
 
 def _chosen(eng, refused):

@@ -37,6 +37,7 @@ class EvaluationSettings:
     seed: int = 0
     everything_grid: int = DEFAULT_GRID
     propagate: bool = False
+    model_input: Optional[Dict[str, str]] = None  # resize / resize_filter given to the engine (None: the model's)
 
     def __post_init__(self):
         multimask_for(self.selection)  # validates
@@ -46,7 +47,8 @@ class EvaluationSettings:
     def fingerprint(self, dataset: str, model: str) -> dict:
         return {"dataset": dataset, "model": model, "modes": [m.name for m in self.modes],
                 "selection": self.selection, "intensity": self.intensity, "tolerance": self.tolerance,
-                "seed": self.seed, "everything_grid": self.everything_grid, "propagate": self.propagate}
+                "seed": self.seed, "everything_grid": self.everything_grid, "propagate": self.propagate,
+                **({"model_input": dict(sorted(self.model_input.items()))} if self.model_input else {})}
 
     def row_names(self) -> List[str]:
         return [n for m in self.modes for n in m.row_names()]

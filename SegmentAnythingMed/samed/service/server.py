@@ -51,7 +51,8 @@ def tune_malloc(mmap_threshold: int = 1 << 20, arenas: int = 4) -> bool:
 def run_service(host: str, port: int, models: Sequence[Tuple[str, Optional[str]]], device: Optional[str] = None,
                 config: Optional[ServiceConfig] = None, cache_bytes: int = 1 << 30, log_level: str = "info",
                 access_log: bool = True, ssl_certfile: Optional[str] = None,
-                ssl_keyfile: Optional[str] = None, engine: Optional[str] = None) -> None:
+                ssl_keyfile: Optional[str] = None, engine: Optional[str] = None,
+                engine_options: Optional[dict] = None) -> None:
     config = config or ServiceConfig()
     check_exposure(host, config.token)
     if (ssl_certfile is None) != (ssl_keyfile is None):
@@ -63,7 +64,7 @@ def run_service(host: str, port: int, models: Sequence[Tuple[str, Optional[str]]
     from .registry import ModelRegistry
 
     tune_malloc()
-    registry = ModelRegistry.load(models, device, cache_bytes, engine)
+    registry = ModelRegistry.load(models, device, cache_bytes, engine, engine_options)
     app = create_app(registry, config)
     scheme = "https" if ssl_certfile else "http"
     shown = f"[{host}]" if ":" in host else host
