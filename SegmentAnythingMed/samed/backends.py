@@ -29,9 +29,8 @@ def create_backend(where: str = "local", model: str = "litemedsam", checkpoint: 
                 f"(pip install 'segmentanythingmed[engines]') or use a model service with --backend URL") from exc
         from .engines.selection import default_engine
 
-        options = {k: v for k, v in (("resize", resize), ("resize_filter", resize_filter)) if v is not None}
         return LocalBackend.create(model, checkpoint, device, engine=engine or default_engine(),
-                                   engine_options=options)
+                                   engine_options={"resize": resize, "resize_filter": resize_filter})
     if where.startswith(("http://", "https://")):
         from .client.http import HttpBackend
 

