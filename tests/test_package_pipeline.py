@@ -57,9 +57,10 @@ def test_bilinear_square_masks_are_predict_arrays(pictures, lite_net, onnx_engin
     from samed.engines.onnx_engine import OnnxEngine
     from samed.engines.sam_engine import SamEngine
 
-    engines = {"torch": SamEngine("litemedsam", device="cpu", resize="square", resize_filter="bilinear"),
+    engines = {"torch": SamEngine("litemedsam", device="cpu", resize="square", resize_filter="bilinear",
+                                  mask_threshold="model"),
                "onnx": OnnxEngine("litemedsam", device="cpu", cache_dir=str(onnx_cache), resize="square",
-                                  resize_filter="bilinear")}
+                                  resize_filter="bilinear", mask_threshold="model")}
     worst, n = {k: 1.0 for k in engines}, 0
     for name, picture, boxes in pictures:
         embs = {k: e.encode(picture) for k, e in engines.items()}

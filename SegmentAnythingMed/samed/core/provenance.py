@@ -268,8 +268,10 @@ def describe_backend(backend) -> Tuple[str, Optional[str]]:
     kind = info.get("engine") or ("torch" if type(engine).__name__ == "SamEngine" else type(engine).__name__)
     device = getattr(engine, "device", None) or info.get("device")
     described = f"{kind} ({device})" if device else str(kind)
-    if info.get("input_default") is False:  # --input-resize / --resize-filter changed what the encoder sees
+    if info.get("input_default") is False:  # --input-resize/--resize-filter/--mask-threshold changed the model's own
         described += f", input {info.get('resize')}/{info.get('resize_filter')}"
+        if info.get("mask_threshold") is not None:
+            described += f", mask threshold {info['mask_threshold']}"
     return model, described
 
 

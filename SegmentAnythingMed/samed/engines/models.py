@@ -26,6 +26,18 @@ RESIZES = ("longest", "square")
 #              back to the slice bilinearly, > 0.5 (the others bring the logits back, > 0: SamPredictor)
 #   bicubic    PIL's bicubic filter, antialiased (MedSAM ViT-B's squashed input)
 RESIZE_FILTERS = ("antialias", "bilinear", "bicubic")
+# how a mask is cut from the decoder's logits:
+#   model  logit > 0 (probability > 0.5): segment-anything's ``Sam.mask_threshold``, SamPredictor's and predict_array's
+#   dice   logit > ln(the mask's predicted IoU), i.e. probability > IoU / (1 + IoU) = half the Dice that IoU means:
+#          the threshold that maximizes the expected Dice (F1) of calibrated probabilities is half that Dice
+#          (Lipton, Elkan, Narayanaswamy 2014, "Optimal thresholding of classifiers to maximize F1 measure"); the
+#          IoU is clipped to [0.05, 1], so the threshold lies in [-3.0, 0] and is 0 for a mask the model is sure of.
+#          Opt-in: it raises LiteMedSAM's 2D box Dice on every set measured, but its larger masks feed back into the
+#          slice-to-slice walk (a mask's box prompts the next slice) and cost CTChest4's left lung 3D Dice
+#          (docs/evaluation.md, bench/bench_mask_threshold.py)
+#   a number: that logit for every mask
+MASK_THRESHOLDS = ("model", "dice")
+MIN_IOU_FOR_THRESHOLD = 0.05
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
@@ -45,6 +57,8 @@ class ModelSpec:
     signature: Tuple[str, Tuple[int, ...]] = ("", ())
     # how the picture is resized for the encoder (RESIZE_FILTERS); "antialias" is segment-anything's SamPredictor
     resize_filter: str = "antialias"
+    # how masks are cut from the logits (MASK_THRESHOLDS or a logit, as a float); "model" is SamPredictor's
+    mask_threshold: object = "model"
 
     def input_size_for(self, shape_hw) -> Tuple[int, int]:
         """(rows, cols) of a slice of ``shape_hw`` after resizing for the encoder, before padding
@@ -75,21 +89,37 @@ class ModelSpec:
         """Longest long:short side ratio whose short side survives the resize (rounds to at least 1 px)."""
         return 2 * self.image_size if self.resize == "longest" else 1 << 30
 
-    def with_input(self, resize: Optional[str] = None, resize_filter: Optional[str] = None) -> "ModelSpec":
-        """This model with another geometry (``RESIZES``) and/or resize filter (``RESIZE_FILTERS``); None keeps
-        the model's own."""
+    def with_input(self, resize: Optional[str] = None, resize_filter: Optional[str] = None,
+                   mask_threshold=None) -> "ModelSpec":
+        """This model with another geometry (``RESIZES``), resize filter (``RESIZE_FILTERS``) and/or mask threshold
+        (``MASK_THRESHOLDS`` or a logit: :func:`parse_mask_threshold`); None keeps the model's own."""
         resize = self.resize if resize is None else resize
         resize_filter = self.resize_filter if resize_filter is None else resize_filter
         if resize not in RESIZES:
             raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
         if resize_filter not in RESIZE_FILTERS:
             raise ValueError(f"resize_filter must be one of {', '.join(RESIZE_FILTERS)}, got {resize_filter!r}")
-        return replace(self, resize=resize, resize_filter=resize_filter)
+        threshold = self.mask_threshold if mask_threshold is None else parse_mask_threshold(mask_threshold)
+        return replace(self, resize=resize, resize_filter=resize_filter, mask_threshold=threshold)
 
     def input_is_default(self) -> bool:
-        """Whether pictures are resized as the model's own spec says (not changed by :meth:`with_input`)."""
+        """Whether pictures are resized and masks cut as the model's own spec says (not changed by
+        :meth:`with_input`)."""
         own = MODELS.get(self.name)
-        return own is None or (own.resize, own.resize_filter) == (self.resize, self.resize_filter)
+        return own is None or ((own.resize, own.resize_filter, own.mask_threshold)
+                               == (self.resize, self.resize_filter, self.mask_threshold))
+
+    def logit_thresholds(self, scores):
+        """(K,) predicted IoUs -> (K,) logit thresholds, one per mask (see ``MASK_THRESHOLDS``)."""
+        import numpy as np
+
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        rule = self.mask_threshold
+        if rule == "model":
+            return np.zeros_like(scores)
+        if rule == "dice":
+            return np.log(np.clip(np.nan_to_num(scores, nan=1.0), MIN_IOU_FOR_THRESHOLD, 1.0))
+        return np.full_like(scores, float(rule))
 
     @staticmethod
     def to_input_xy(xy, original_size, input_size):
@@ -171,6 +201,23 @@ MODELS: Dict[str, ModelSpec] = {
 }
 
 DEFAULT_MODEL = "litemedsam"
+
+
+def parse_mask_threshold(value):
+    """"model", "dice" or a logit (a number, or its text, in [-10, 10]) -> "model", "dice" or a float."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in MASK_THRESHOLDS:
+            return text
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"mask threshold must be {', '.join(MASK_THRESHOLDS)} or a logit between -10 and 10, "
+                             f"got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -10.0 <= float(value) <= 10.0:
+        raise ValueError(f"mask threshold must be {', '.join(MASK_THRESHOLDS)} or a logit between -10 and 10, "
+                         f"got {value!r}")
+    return float(value)
 
 
 def pil_resample(resize_filter: str):

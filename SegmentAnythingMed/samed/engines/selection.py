@@ -52,22 +52,23 @@ def _gpu_present() -> bool:
 
 def create_engine(model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
                   engine: Optional[str] = None, resize: Optional[str] = None, resize_filter: Optional[str] = None,
-                  **onnx_options):
+                  mask_threshold=None, **onnx_options):
     """An engine object (``encode``/``encode_batch``/``decode``/``info``) for ``model`` on ``device``.
 
     ``resize`` ("longest", "square") and ``resize_filter`` (``models.RESIZE_FILTERS``): how pictures are resized
-    for the encoder, in every engine (None: the model's own, its ``ModelSpec``; each engine checks them before it
-    loads anything). ``onnx_options`` (``cache_dir``, ``threads``, ``embedding_dtype``, ``spinning``) go to the
+    for the encoder, and ``mask_threshold`` (``models.MASK_THRESHOLDS`` or a logit): how masks are cut from the
+    logits, in every engine (None: the model's own, its ``ModelSpec``; each engine checks them before it loads
+    anything). ``onnx_options`` (``cache_dir``, ``threads``, ``embedding_dtype``, ``spinning``) go to the
     ONNX engine.
     """
-    onnx_options = dict(onnx_options, resize=resize, resize_filter=resize_filter)
+    onnx_options = dict(onnx_options, resize=resize, resize_filter=resize_filter, mask_threshold=mask_threshold)
     engine = (engine or default_engine()).lower()
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if engine == "torch":
         from .sam_engine import SamEngine
 
-        return SamEngine(model, checkpoint, device, resize, resize_filter)
+        return SamEngine(model, checkpoint, device, resize, resize_filter, mask_threshold)
     from .onnx_engine import OnnxEngine, OnnxUnavailable
     from .onnx_export import ONNX_MODELS, OnnxExportError
 
@@ -101,7 +102,7 @@ def create_engine(model: str = "litemedsam", checkpoint: Optional[str] = None, d
             log.warning("ONNX Runtime engine unavailable for %s (%s); using the torch engine", model, reason)
     from .sam_engine import SamEngine
 
-    return _chosen(SamEngine(model, checkpoint, device, resize, resize_filter), [reason])
+    return _chosen(SamEngine(model, checkpoint, device, resize, resize_filter, mask_threshold), [reason])
 
 
 def _chosen(eng, refused):

@@ -37,7 +37,7 @@ class EvaluationSettings:
     seed: int = 0
     everything_grid: int = DEFAULT_GRID
     propagate: bool = False
-    model_input: Optional[Dict[str, str]] = None  # resize / resize_filter given to the engine (None: the model's)
+    model_input: Optional[Dict[str, str]] = None  # resize / resize_filter / mask_threshold given to the engine
 
     def __post_init__(self):
         multimask_for(self.selection)  # validates

