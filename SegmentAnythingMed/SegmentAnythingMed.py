@@ -115,6 +115,22 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
         for text, key in (("automatic", ""), ("cpu", "cpu"), ("cuda", "cuda")):
             self.deviceCombo.addItem(text, key)
         form.addRow("Device:", self.deviceCombo)
+        # how this computer's model process resizes pictures and cuts masks (samed serve's options; docs/evaluation.md)
+        self.inputResizeCombo, self.resizeFilterCombo, self.maskThresholdCombo = (qt.QComboBox(), qt.QComboBox(),
+                                                                                  qt.QComboBox())
+        for combo, items in ((self.inputResizeCombo, (("model's own", ""), ("longest side, padded", "longest"),
+                                                      ("squashed to a square", "square"))),
+                             (self.resizeFilterCombo, (("model's own", ""), ("antialias", "antialias"),
+                                                       ("bilinear", "bilinear"), ("bicubic", "bicubic"))),
+                             (self.maskThresholdCombo, (("model's own (probability 0.5)", ""),
+                                                        ("dice (larger masks, best 2D Dice)", "dice")))):
+            for text, key in items:
+                combo.addItem(text, key)
+        self.maskThresholdCombo.setToolTip("dice: a pixel joins the mask above half the Dice the model expects "
+                                           "(logit > ln(predicted IoU)); larger masks, better Dice from boxes")
+        form.addRow("Input resize:", self.inputResizeCombo)
+        form.addRow("Resize filter:", self.resizeFilterCombo)
+        form.addRow("Mask threshold:", self.maskThresholdCombo)
         self.useButton = qt.QPushButton("Use these settings")
         self.testButton = qt.QPushButton("Test connection")
         self.installButton = qt.QPushButton("Install dependencies...")
@@ -176,7 +192,12 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
                                model=self.modelCombo.itemData(self.modelCombo.currentIndex) or "litemedsam",
                                checkpoint=self.checkpointEdit.text.strip(),
                                device=self.deviceCombo.itemData(self.deviceCombo.currentIndex) or "",
-                               token=self.tokenEdit.text, token_file=self.tokenFileEdit.text.strip())
+                               token=self.tokenEdit.text, token_file=self.tokenFileEdit.text.strip(),
+                               input_resize=self.inputResizeCombo.itemData(self.inputResizeCombo.currentIndex) or "",
+                               resize_filter=self.resizeFilterCombo.itemData(self.resizeFilterCombo.currentIndex)
+                               or "",
+                               mask_threshold=self.maskThresholdCombo.itemData(self.maskThresholdCombo.currentIndex)
+                               or "")
 
     def updateBackendGUI(self, *args):
         settings = self.logic.provider.settings
@@ -186,6 +207,10 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
             self.modelCombo.setCurrentIndex(max(0, self.modelCombo.findData(settings.model)))
             self.checkpointEdit.setText(settings.checkpoint)
             self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(settings.device)))
+            for combo, value in ((self.inputResizeCombo, settings.input_resize),
+                                 (self.resizeFilterCombo, settings.resize_filter),
+                                 (self.maskThresholdCombo, settings.mask_threshold)):
+                combo.setCurrentIndex(max(0, combo.findData(value)))
             self.tokenEdit.setText(settings.token)
             self.tokenFileEdit.setText(settings.token_file)
         service = self.whereCombo.itemData(self.whereCombo.currentIndex) == "service"
@@ -194,6 +219,8 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
         self.tokenFileEdit.setEnabled(service)
         self.checkpointEdit.setEnabled(not service)
         self.deviceCombo.setEnabled(not service)
+        for combo in (self.inputResizeCombo, self.resizeFilterCombo, self.maskThresholdCombo):
+            combo.setEnabled(not service)
         missing = self.logic.missingPackages()
         self.installButton.setVisible(bool(missing))
         self.backendLabel.setText(describe_plan(install_plan(missing)) if missing else settings.describe())

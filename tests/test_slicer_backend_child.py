@@ -220,3 +220,29 @@ def test_slicer_quitting_stops_the_child_service(slicer_env, child_env):
         assert service not in child_service.running()
     finally:
         service.stop()
+
+
+def test_the_panels_input_settings_reach_the_child_service(child_env):
+    """Input resize / resize filter / mask threshold chosen in the module panel: validated, stored (Slicer's settings
+    keep them), and the child ``samed serve`` (a real process) runs with them, as its /v1/info says."""
+    bad = [BackendSettings(input_resize="wide"), BackendSettings(resize_filter="nearest"),
+           BackendSettings(mask_threshold="half")]
+    for settings in bad:
+        with pytest.raises(ValueError, match="is not one of|mask threshold must be"):
+            settings.validate()
+    chosen = BackendSettings(device="cpu", input_resize="square", resize_filter="bilinear",
+                             mask_threshold="dice").validate()
+    assert BackendSettings.from_dict(chosen.to_dict()) == chosen  # what Slicer's settings keep
+    assert chosen.describe() == ("litemedsam on this computer (cpu, input square, filter bilinear, "
+                                 "mask threshold dice)")
+    provider = BackendProvider(chosen)
+    try:
+        backend = provider.get()
+        with open(f"/proc/{backend.service.pid}/cmdline", "rb") as f:
+            cmdline = f.read().split(b"\0")
+        assert b"--mask-threshold" in cmdline and b"dice" in cmdline
+        info = backend.info()["models"]["litemedsam"]
+        assert (info["resize"], info["resize_filter"], info["mask_threshold"], info["input_default"]) == (
+            "square", "bilinear", "dice", False)
+    finally:
+        provider.close()

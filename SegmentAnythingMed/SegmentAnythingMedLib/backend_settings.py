@@ -44,7 +44,8 @@ SPEED_PACKAGES = {
     "openvino": "openvino>=2024.2",
 }
 SETTINGS_PREFIX = "SegmentAnythingMed/"
-SETTINGS_KEYS = ("where", "model", "checkpoint", "device", "token_file")  # what is stored (never the token)
+SETTINGS_KEYS = ("where", "model", "checkpoint", "device", "token_file", "input_resize", "resize_filter",
+                 "mask_threshold")  # what is stored (never the token)
 LEGACY_TOKEN_KEY = "token"  # earlier versions stored the token itself here: removed on restore
 
 
@@ -69,6 +70,11 @@ class BackendSettings:
     device: str = ""  # "" = automatic (cuda if available)
     token: str = ""  # for a service that requires one: in memory only, never stored
     token_file: str = ""  # or a file whose first line is the token: its path is stored
+    # how "this computer"'s service resizes pictures and cuts masks (samed serve --input-resize / --resize-filter /
+    # --mask-threshold); "" = the model's own. A model service elsewhere does what it was started with.
+    input_resize: str = ""
+    resize_filter: str = ""
+    mask_threshold: str = ""
 
     @property
     def is_local(self) -> bool:
@@ -97,11 +103,26 @@ class BackendSettings:
             raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(names)}")
         if where == LOCAL and self.model != "litemedsam" and not self.checkpoint:
             raise ValueError(f"model {self.model} needs its checkpoint file (.pth): choose it under 'Checkpoint'")
-        return replace(self, where=where)
+        from samed.engines.models import RESIZE_FILTERS, RESIZES, parse_mask_threshold  # torch-free
+
+        if self.input_resize and self.input_resize not in RESIZES:
+            raise ValueError(f"input resize {self.input_resize!r} is not one of {', '.join(RESIZES)}")
+        if self.resize_filter and self.resize_filter not in RESIZE_FILTERS:
+            raise ValueError(f"resize filter {self.resize_filter!r} is not one of {', '.join(RESIZE_FILTERS)}")
+        threshold = str(parse_mask_threshold(self.mask_threshold)) if self.mask_threshold else ""
+        return replace(self, where=where, mask_threshold=threshold)
+
+    def serve_options(self) -> List[str]:
+        """The ``samed serve`` options of the set input settings ("this computer")."""
+        return [flag for flag, value in (("--input-resize", self.input_resize), ("--resize-filter", self.resize_filter),
+                                         ("--mask-threshold", self.mask_threshold)) if value for flag in (flag, value)]
 
     def describe(self) -> str:
         if self.is_local:
-            return f"{self.model} on this computer" + (f" ({self.device})" if self.device else "")
+            named = (("input", self.input_resize), ("filter", self.resize_filter),
+                     ("mask threshold", self.mask_threshold))
+            extra = ([self.device] if self.device else []) + [f"{k} {v}" for k, v in named if v]
+            return f"{self.model} on this computer" + (f" ({', '.join(extra)})" if extra else "")
         return f"{self.model} at {self.where}"
 
     def to_dict(self) -> Dict[str, str]:
@@ -161,7 +182,8 @@ def default_factory(settings: BackendSettings) -> Backend:
     if settings.is_local:
         from .child_service import start_backend
 
-        return start_backend(settings.model, checkpoint=settings.checkpoint or None, device=settings.device or None)
+        return start_backend(settings.model, checkpoint=settings.checkpoint or None, device=settings.device or None,
+                             options=settings.serve_options())
     from samed.backends import create_backend
 
     return create_backend(settings.where, model=settings.model, token=settings.resolved_token() or None)

@@ -88,8 +88,11 @@ class ChildService:
 
     def __init__(self, model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
                  engine: Optional[str] = None, python: Optional[str] = None,
-                 startup_timeout: float = STARTUP_TIMEOUT):
+                 startup_timeout: float = STARTUP_TIMEOUT, options: Optional[List[str]] = None):
+        """``options``: more ``samed serve`` options (the input settings: --input-resize, --resize-filter,
+        --mask-threshold), checked by ``BackendSettings.validate``."""
         self.model = model
+        self.options = list(options or [])
         self.checkpoint = checkpoint or None
         self.device = device or None
         self.engine = engine or None
@@ -120,7 +123,7 @@ class ChildService:
             cmd += ["--device", self.device]
         if self.engine:
             cmd += ["--engine", self.engine]
-        return cmd + ["--no-access-log", "--log-level", "warning"]
+        return cmd + self.options + ["--no-access-log", "--log-level", "warning"]
 
     def _environment(self) -> Dict[str, str]:
         env = None
@@ -281,9 +284,10 @@ class ChildServiceBackend(HttpBackend):
 
 
 def start_backend(model: str = "litemedsam", checkpoint: Optional[str] = None, device: Optional[str] = None,
-                  timeout: float = 600.0) -> ChildServiceBackend:
-    """The "this computer" backend: a new child service for the model, connected."""
-    return ChildService(model, checkpoint, device).backend(timeout)
+                  timeout: float = 600.0, options: Optional[List[str]] = None) -> ChildServiceBackend:
+    """The "this computer" backend: a new child service for the model, connected (``options``: more ``samed
+    serve`` options, as :class:`ChildService`)."""
+    return ChildService(model, checkpoint, device, options=options).backend(timeout)
 
 # ---- every running child, stopped when Slicer quits ----------------------------------------------------------
 _running: "set[ChildService]" = set()
