@@ -31,26 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SegmentAnythingMed"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_resize_filter import build_sets, iter_boxes, paired_ci  # noqa: E402
+from bench_resize_filter import add_set_options, build_sets, iter_boxes, logits_and_iou, paired_ci  # noqa: E402
 from samed.core import metrics  # noqa: E402
 
 THRESHOLDS = (0.0, -0.5, -1.0, -1.5, -2.0, -2.5)
 BOXES = {"tight": 0.0, "loose10": 0.1, "loose20": 0.2}
-
-
-def logits_and_iou(engine, emb, box):
-    """The single-mask output's logits on the picture (as SamEngine.decode resizes them) and its predicted IoU."""
-    import torch
-
-    sam, spec = engine.sam, engine.spec
-    b = spec.to_input_xy(np.asarray(box, float).reshape(2, 2), emb.original_size, emb.input_size).reshape(1, 4)
-    with torch.inference_mode():
-        sparse, dense = sam.prompt_encoder(points=None, boxes=torch.as_tensor(b, dtype=torch.float32), masks=None)
-        low, iou = sam.mask_decoder(image_embeddings=emb.features, image_pe=sam.prompt_encoder.get_dense_pe(),
-                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                    multimask_output=False)
-        up = sam.postprocess_masks(low, emb.input_size, emb.original_size)
-    return up[0, 0].numpy(), float(iou[0, 0])
 
 
 def run_set(dataset: Path, engine, seed: int) -> dict:
@@ -122,11 +107,7 @@ def report(per_box: dict, references: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cache", default=None, help="folder for the built sets (default: a temp folder, removed)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-boxes", type=int, default=50)
-    ap.add_argument("--max-pictures", type=int, default=20)
-    ap.add_argument("--sets", default=None, help="comma-separated subset of the set names")
+    add_set_options(ap)
     ap.add_argument("--references", nargs="*", default=[], metavar="JSON",
                     help="bench_resize_filter.py --json files: their SamPredictor / predict_array columns (same "
                          "sets, same boxes) are printed beside the tight boxes' and judged against")

@@ -130,6 +130,11 @@ def iter_boxes(dataset: Path):
 def full_logits(engine, emb, box) -> np.ndarray:
     """The engine's chosen mask's logits brought to the picture, so variants can be averaged (what ``decode``
     thresholds at 0, except for "bilinear", whose decode thresholds the low-res logits first, as predict_array)."""
+    return logits_and_iou(engine, emb, box)[0]
+
+
+def logits_and_iou(engine, emb, box):
+    """:func:`full_logits` and the mask's predicted IoU (what the "dice" mask threshold reads)."""
     import torch
     import torch.nn.functional as F
 
@@ -144,7 +149,8 @@ def full_logits(engine, emb, box) -> np.ndarray:
             up = sam.postprocess_masks(low, emb.input_size, emb.original_size)
         else:
             up = F.interpolate(low, emb.original_size, mode="bilinear", align_corners=False)
-    return up[0, int(iou[0].argmax())].numpy()
+    best = int(iou[0].argmax())
+    return up[0, best].numpy(), float(iou[0, best])
 
 
 def run_set(dataset: Path, sam_predictor, lite_net, engines: dict) -> dict:
@@ -210,13 +216,18 @@ def run_set(dataset: Path, sam_predictor, lite_net, engines: dict) -> dict:
     return scores  # mode -> per-box Dice, in box order
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_set_options(ap) -> None:
+    """The options that pick and build the sets (:func:`build_sets`), shared with bench_mask_threshold.py."""
     ap.add_argument("--cache", default=None, help="folder for the built sets (default: a temp folder, removed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-boxes", type=int, default=50)
     ap.add_argument("--max-pictures", type=int, default=20)
     ap.add_argument("--sets", default=None, help="comma-separated subset of the set names")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_set_options(ap)
     ap.add_argument("--json", default=None, help="also write every box's Dice per set and mode to this file")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="print the table of earlier runs' --json files (e.g. sets split over two processes)")
