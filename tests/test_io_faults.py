@@ -147,3 +147,15 @@ def test_an_nrrd_whose_sizes_exceed_its_data_is_refused(originals):
         p.write_bytes(corrupted)
         with pytest.raises(ValueError, match="more data than its header declares"):
             io.read_volume(p)
+
+
+def test_a_metaimage_key_ending_in_a_latin1_space_is_refused(originals):
+    """Found by test_a_header_bit_flip_is_refused_or_read_correctly[mha] in a CI run (byte 118 bit 7): the space
+    after ``CompressedDataSize`` became 0xA0 (no-break space in Latin-1). Python's ``str.strip`` removes it, MetaIO's
+    parser does not: the check saw a valid key, SimpleITK read the stream without its size, and the voxels came back
+    wrong without an error."""
+    o = originals["mha"]
+    at = o.data.index(b"CompressedDataSize ") + len(b"CompressedDataSize")
+    corrupted = bytearray(o.data)
+    corrupted[at] ^= 0x80
+    refused_or_equal(o, bytes(corrupted), "mha: the space after CompressedDataSize became 0xA0")

@@ -220,6 +220,9 @@ MET_TYPE_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2
                   "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
 
 
+_ASCII_BLANKS = " \t\r\n"
+
+
 def _check_metaimage(p: Path) -> None:
     fields: Dict[str, str] = {}
     with open(p, "rb") as f:
@@ -230,8 +233,11 @@ def _check_metaimage(p: Path) -> None:
             key, sep, value = line.decode("latin-1").partition("=")
             if not sep:
                 raise DamagedFileError(f"{p} has a corrupt MetaImage header: line {line[:60]!r}")
-            fields[key.strip()] = value.strip()
-            if key.strip() == "ElementDataFile":
+            # only ASCII blanks, as MetaIO's parser: str.strip() would also drop Latin-1's no-break space (0xA0),
+            # making a key MetaIO does not know (so SimpleITK ignores it) look valid here
+            key, value = key.strip(_ASCII_BLANKS), value.strip(_ASCII_BLANKS)
+            fields[key] = value
+            if key == "ElementDataFile":
                 break
         try:
             sizes = [int(v) for v in fields.get("DimSize", "").split()]
