@@ -114,8 +114,12 @@ class BackendSettings:
 
     def serve_options(self) -> List[str]:
         """The ``samed serve`` options of the set input settings ("this computer")."""
-        return [flag for flag, value in (("--input-resize", self.input_resize), ("--resize-filter", self.resize_filter),
-                                         ("--mask-threshold", self.mask_threshold)) if value for flag in (flag, value)]
+        options = []
+        for flag, value in (("--input-resize", self.input_resize), ("--resize-filter", self.resize_filter),
+                            ("--mask-threshold", self.mask_threshold)):
+            if value:
+                options += [flag, value]
+        return options
 
     def describe(self) -> str:
         if self.is_local:
