@@ -122,12 +122,14 @@ class SegmentAnythingMedWidget(ScriptedLoadableModuleWidget):
                                                       ("squashed to a square", "square"))),
                              (self.resizeFilterCombo, (("model's own", ""), ("antialias", "antialias"),
                                                        ("bilinear", "bilinear"), ("bicubic", "bicubic"))),
-                             (self.maskThresholdCombo, (("model's own (probability 0.5)", ""),
-                                                        ("dice (larger masks, best 2D Dice)", "dice")))):
+                             (self.maskThresholdCombo, (("model's own (LiteMedSAM: dice; SAM, MedSAM: 0.5)", ""),
+                                                        ("dice (larger masks, best 2D Dice)", "dice"),
+                                                        ("probability 0.5 (logit 0)", "model")))):
             for text, key in items:
                 combo.addItem(text, key)
         self.maskThresholdCombo.setToolTip("dice: a pixel joins the mask above half the Dice the model expects "
-                                           "(logit > ln(predicted IoU)); larger masks, better Dice from boxes")
+                                           "(logit > ln(predicted IoU)); larger masks, better Dice from boxes. "
+                                           "Slices a propagation fills are cut at probability 0.5 either way")
         form.addRow("Input resize:", self.inputResizeCombo)
         form.addRow("Resize filter:", self.resizeFilterCombo)
         form.addRow("Mask threshold:", self.maskThresholdCombo)

@@ -4,7 +4,8 @@ For each structure: its slice count, the per-slice-box oracle's 3D Dice, the 3D 
 (``samed.evaluation.interactive_3d``: each next box on the slice with the largest error volume; a slice past
 the object's end is marked absent), and the boxes needed to reach 0.9 and 0.95 x the oracle.
 
-    nice -n 10 python bench/bench_key_slices.py [--engine auto|torch] [--rounds 5] [--only NAME ...]
+    nice -n 10 python bench/bench_key_slices.py [--engine auto|torch] [--mask-threshold model|dice|LOGIT]
+                                                [--rounds 5] [--only NAME ...]
 
 Structures: mr-brain-tumor tumour, ct-abdomen liver (5) and spleen (1), mr-abdomen liver, spleen, kidneys
 (2, 3), and the lungs of slicerio's CTChest4 (its Slicer-made segmentation).
@@ -82,6 +83,7 @@ def print_per_slice(ax: int, ref: np.ndarray, oracle: np.ndarray, res) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--engine", default=None, help="auto (default) or torch, onnx, openvino")
+    ap.add_argument("--mask-threshold", default=None, help="how masks are cut (default: the model's own rule)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", nargs="*", default=None, help="structure names containing these words")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -91,8 +93,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from samed.backends import create_backend
 
-    backend = create_backend("local", "litemedsam", None, None, None, engine=args.engine)
+    backend = create_backend("local", "litemedsam", None, None, None, engine=args.engine,
+                             mask_threshold=args.mask_threshold)
     engine = backend.info()["models"]["litemedsam"].get("engine") or args.engine or "?"
+    engine += f", mask threshold {backend.mask_threshold()}"
     rounds = args.rounds
     head = f"{'structure':26s} {'slices':>6s} {'oracle':>7s} " + " ".join(f"{f'{k} box':>7s}" for k in
                                                                           range(1, rounds + 1))

@@ -1,5 +1,6 @@
 """How masks are cut from the decoder's logits (issue 11, item 5): ``mask_threshold`` "model" (logit 0: SamPredictor's
-and predict_array's, every model's default), "dice" (logit > ln(the mask's predicted IoU), opt-in) or a fixed logit.
+and predict_array's, SAM's and MedSAM's default), "dice" (logit > ln(the mask's predicted IoU), LiteMedSAM's default
+since 0.2.0) or a fixed logit; one decode may ask for another rule (``decode(..., mask_threshold=)``).
 
 Checked against the real counterpart: segment-anything's ``SamPredictor`` on real LiteMedSAM weights and real
 pictures, which returns the logits (``return_logits=True``) and the predicted IoU each rule reads; the torch and the
@@ -18,14 +19,18 @@ from samed.engines.models import MASK_THRESHOLDS, MODELS, get_spec, parse_mask_t
 
 
 def test_the_rules_and_what_they_refuse():
-    assert all(spec.mask_threshold == "model" for spec in MODELS.values())
-    spec = get_spec("litemedsam").with_input(mask_threshold="dice")
-    assert spec.mask_threshold == "dice" and not spec.input_is_default()
+    # LiteMedSAM's own rule is "dice" (measured: bench/bench_mask_threshold.py); the others keep logit 0
+    assert {name: spec.mask_threshold for name, spec in MODELS.items()} == {
+        name: "dice" if name == "litemedsam" else "model" for name in MODELS}
+    spec = get_spec("litemedsam")
+    assert spec.mask_threshold == "dice" and spec.input_is_default()
+    assert not get_spec("sam_vit_b").with_input(mask_threshold="dice").input_is_default()
     # dice: ln(IoU), IoU clipped to [0.05, 1]: a sure mask keeps the model's threshold, an unsure one is cut lower
     np.testing.assert_allclose(spec.logit_thresholds([1.3, 1.0, 0.5, 0.01, np.nan]),
                                [0.0, 0.0, np.log(0.5), np.log(0.05), 0.0])
     model = spec.with_input(mask_threshold="model")
-    assert model.input_is_default() and not model.logit_thresholds([0.2, 0.9]).any()  # back to the own
+    assert not model.input_is_default() and not model.logit_thresholds([0.2, 0.9]).any()
+    assert model.with_input(mask_threshold="dice").input_is_default()  # back to the own
     fixed = spec.with_input(mask_threshold="-1.5")
     assert fixed.mask_threshold == -1.5 and list(fixed.logit_thresholds([0.2, 0.9])) == [-1.5, -1.5]
     assert set(MASK_THRESHOLDS) == {"model", "dice"} and parse_mask_threshold(" DICE ") == "dice"
@@ -76,7 +81,12 @@ def test_each_rule_cuts_segment_anythings_logits_where_it_says(cases, onnx_engin
             for rule, engine in torch_engines.items():
                 got = engine.decode(emb, Prompt(box_xy=box), multimask=False)
                 assert np.array_equal(got.masks[0], want[rule]), rule
+                # one decode cut by another rule than the engine's: that rule's mask, the same score
+                other = torch_engines["model"].decode(emb, Prompt(box_xy=box), multimask=False, mask_threshold=rule)
+                assert np.array_equal(other.masks[0], want[rule]) and other.scores[0] == got.scores[0], rule
             o = onnx.decode(emb_onnx, Prompt(box_xy=box), multimask=False)
+            o_model = onnx.decode(emb_onnx, Prompt(box_xy=box), multimask=False, mask_threshold="model")
+            assert np.count_nonzero(o_model.masks[0] != want["model"]) <= max(3, want["model"].sum() // 500)
             # ONNX Runtime's logits differ from torch's in the last bits: a pixel on the threshold may flip
             assert np.count_nonzero(o.masks[0] != want["dice"]) <= max(3, want["dice"].sum() // 500)
             grew += int(want["dice"].sum() > want["model"].sum())
@@ -96,11 +106,11 @@ def test_the_rule_is_recorded_in_provenance_and_evaluate_refuses_to_mix_rules(ct
 
     ct, _ = ctchest
     report = tmp_path / "dice.json"
-    r = samed("segment", ct, "--box", "55,36,106,98", "--slice", "20", "--engine", "torch", "--mask-threshold", "dice",
-              "--out", tmp_path / "dice.seg.nrrd", "--report", report)
+    r = samed("segment", ct, "--box", "55,36,106,98", "--slice", "20", "--engine", "torch", "--mask-threshold", "model",
+              "--out", tmp_path / "model.seg.nrrd", "--report", report)
     assert r.returncode == 0, r.stderr
     engine = json.loads(report.read_text())["segments"][0]["provenance"]["engine"]
-    assert engine == "torch (cpu), input longest/antialias, mask threshold dice"  # the model's own: "torch (cpu)"
+    assert engine == "torch (cpu), input longest/antialias, mask threshold model"  # the model's own: "torch (cpu)"
 
     us = copy_us_pictures(shared_data, tmp_path / "us", 2)
     out = tmp_path / "ev"
@@ -109,6 +119,10 @@ def test_the_rule_is_recorded_in_provenance_and_evaluate_refuses_to_mix_rules(ct
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "run.json").read_text())["settings"]["model_input"] == {"mask_threshold": "dice"}
     before = (out / "results.csv").read_bytes()
-    r = samed("evaluate", us, "--prompt", "box-all", "--engine", "torch", "--no-report", "--out", out)
+    r = samed("evaluate", us, "--prompt", "box-all", "--engine", "torch", "--mask-threshold", "model", "--no-report",
+              "--out", out)
     assert r.returncode == 2 and "model_input" in r.stderr, r.stderr  # another rule: refused, nothing overwritten
     assert (out / "results.csv").read_bytes() == before
+    r = samed("evaluate", us, "--prompt", "box-all", "--engine", "torch", "--no-report", "--out", out)
+    assert r.returncode == 0, r.stderr  # LiteMedSAM's own rule is "dice": the same run, resumed
+    assert "resumed" in r.stdout and (out / "results.csv").read_bytes() == before

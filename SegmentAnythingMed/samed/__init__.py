@@ -4,4 +4,4 @@ Layers (dependencies point downward only; see DESIGN.md):
 ``samed.core`` (numpy/scipy only) <- ``samed.engines`` (torch) <- ``samed.service`` / ``samed.client`` <- Slicer.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -70,8 +70,15 @@ def settings_from_args(args) -> EvaluationSettings:
     modes = all_modes() if args.all_modes else parse_modes(args.prompt)
     if args.everything_grid < 1:
         raise ValueError("--everything-grid must be at least 1")
+    model_input = input_options(args)
+    if "mask_threshold" not in model_input and (args.backend or ["local"])[0] == "local":
+        from ..engines.models import get_spec  # torch-free
+
+        # the rule masks are cut by when none is given, recorded: a run made under another default (logit 0,
+        # before 0.2.0) is not resumed under this one
+        model_input["mask_threshold"] = get_spec(args.model).mask_threshold
     return EvaluationSettings(modes, ORACLE if args.oracle else SCORE, args.intensity, args.tolerance, args.seed,
-                              args.everything_grid, args.propagate, input_options(args) or None)
+                              args.everything_grid, args.propagate, model_input or None)
 
 
 def backend_source(args) -> BackendSource:

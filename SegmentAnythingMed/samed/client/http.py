@@ -218,9 +218,15 @@ class HttpBackend(Backend):
             fut.cancel()
 
     # ---- decode ----------------------------------------------------------------------------------------------
+    def mask_threshold(self):
+        """The rule the service cuts this model's masks by (``samed serve --mask-threshold``; "model" for a
+        service that does not say)."""
+        return self._service_info["models"][self.model].get("mask_threshold") or "model"
+
     def decode(self, handle: EmbeddingHandle, prompt: Prompt, multimask: Optional[bool] = None,
-               logits: bool = False) -> Prediction:
-        """Candidate masks, best first; ``logits`` also fetches the decoder's low-res logits."""
+               logits: bool = False, mask_threshold=None) -> Prediction:
+        """Candidate masks, best first; ``logits`` also fetches the decoder's low-res logits;
+        ``mask_threshold`` cuts this decode's masks by another rule than the service's."""
         if handle.model != self.model:
             raise BackendError(f"this slice was encoded with {handle.model}, not {self.model}: encode it again")
         prompt.validate(handle.shape_hw)  # the same errors as in-process, without a round trip
@@ -230,6 +236,8 @@ class HttpBackend(Backend):
                    "box_xy": None if prompt.box_xy is None else [float(v) for v in prompt.box_xy],
                    "mask": None if prompt.mask is None else mask_to_json(prompt.mask),
                    "multimask": multimask, "logits": bool(logits)}
+        if mask_threshold is not None:  # only then: a service older than the field refuses it (extra="forbid")
+            request["mask_threshold"] = mask_threshold
         body = json.dumps(request).encode()
         path = f"{P}/models/{self.model}/embeddings/{handle.key}/decode"
         headers = {"Content-Type": "application/json", ROUTE_HEADER: handle.key}

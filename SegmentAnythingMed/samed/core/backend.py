@@ -84,10 +84,24 @@ class Backend(ABC):
     @abstractmethod
     def decode(self, handle: EmbeddingHandle, prompt: Prompt, multimask: Optional[bool] = None) -> Prediction:
         """Candidate masks for ``prompt`` on an encoded slice. ``multimask`` None = the model's choice
-        (three candidates for a lone point, one otherwise)."""
+        (three candidates for a lone point, one otherwise).
 
-    def segment(self, image_rgb: np.ndarray, prompt: Prompt, multimask: Optional[bool] = None) -> Prediction:
-        return self.decode(self.encode(image_rgb), prompt, multimask)
+        A backend whose :meth:`mask_threshold` is not "model" also takes ``mask_threshold=`` ("model", "dice" or
+        a logit): how this one decode's masks are cut (the masks the walks of ``core.propagation`` and
+        ``core.key_slices`` make are cut at the model's own threshold; the backend's rule is for prompted slices)."""
+
+    def mask_threshold(self) -> object:
+        """How this backend cuts masks from the logits for its model: "model" (the model's own threshold, logit
+        0), "dice" or a logit (``samed.engines.models.MASK_THRESHOLDS``). Default: "model"."""
+        return "model"
+
+    def segment(self, image_rgb: np.ndarray, prompt: Prompt, multimask: Optional[bool] = None,
+                mask_threshold=None) -> Prediction:
+        """Encode and decode; ``mask_threshold`` as :meth:`decode` (None: the backend's own)."""
+        handle = self.encode(image_rgb)
+        if mask_threshold is None:
+            return self.decode(handle, prompt, multimask)
+        return self.decode(handle, prompt, multimask, mask_threshold=mask_threshold)
 
     def prefetch(self, images_rgb) -> None:
         """Hint: these slices will be asked for soon (a backend may encode them ahead). Default: nothing."""

@@ -16,6 +16,9 @@ is *absent* there (an empty mask: "it has ended"). The other slices are filled i
   given two or more; see those constants for how they were measured), up to the volume's end, an absent key or
   the ROI's extent. Its intensity rule compares each mask with the start key's grey values and with all key
   slices' together.
+- The masks the fill and the walks make are cut at the model's own threshold whatever the backend's rule (see
+  :mod:`samed.core.propagation`); key masks are shown as given and the fill and walks use
+  :func:`samed.core.propagation.walking_mask` of each.
 - ``index_range`` (an ROI's extent along the slicing axis) bounds everything: key slices outside it are an error.
 
 Nothing is written anywhere: the caller previews :class:`KeySliceResult` (each slice's mask, score and kind:
@@ -36,7 +39,8 @@ import numpy as np
 from .backend import Backend
 from .geometry import masks_to_volume
 from .prompts import Prompt, box_from_mask
-from .propagation import DIRECTIONS, PropagationSettings, _check_next, _grey_stats, _grow, _walk_box, first_step
+from .propagation import (DIRECTIONS, PropagationSettings, _check_next, _grey_stats, _grow, _walk_box, first_step,
+                          walk_cut, walking_mask)
 
 KEY, INTERPOLATED, WALKED = "key", "interpolated", "walked"
 
@@ -176,6 +180,7 @@ def fill_between(backend: Backend, get_slice: Callable[[int], np.ndarray], lo: i
     if settings.shape_weight_by_area:
         a0, a1 = int(lo_mask.sum()), int(hi_mask.sum())
         weight *= min(a0, a1) / max(a0, a1)
+    cut = walk_cut(backend)
     for i in order:
         # the neighbour on the walk's side, and the one on the other side where it is known already (the
         # smaller key, next to it)
@@ -185,7 +190,7 @@ def fill_between(backend: Backend, get_slice: Callable[[int], np.ndarray], lo: i
         best = None
         for name, box in _candidate_boxes(shape, neighbours, _lerp_box(box_lo, box_hi, (i - lo) / (hi - lo)),
                                           settings.walk):
-            pred = backend.segment(picture, Prompt(box_xy=box), multimask=False)
+            pred = backend.segment(picture, Prompt(box_xy=box), multimask=False, **cut)
             agree = _iou(pred.best, shape)
             value = pred.best_score + weight * agree
             if best is None or value > best[0]:
@@ -220,6 +225,7 @@ def walk_out(backend: Backend, get_slice: Callable[[int], np.ndarray], start: in
     first_box, prev = first_step(start_mask, start_box, s)
     prev_area = int(prev.sum())
     out: Dict[int, Tuple[np.ndarray, float]] = {}
+    cut = walk_cut(backend)
     while (idx + step - bound) * step <= 0:
         if should_cancel is not None and should_cancel():
             return out, f"cancelled at slice {idx + step}"
@@ -228,7 +234,7 @@ def walk_out(backend: Backend, get_slice: Callable[[int], np.ndarray], start: in
         idx += step
         picture = get_slice(idx)
         box = first_box if idx == start + step else _walk_box(prev, s)
-        pred = backend.segment(picture, Prompt(box_xy=box), multimask=False)
+        pred = backend.segment(picture, Prompt(box_xy=box), multimask=False, **cut)
         rule, detail = None, ""
         for stats in greys:  # the intensity rule against each: the start key's and all keys' statistics
             rule, detail = _check_next(pred.best, pred.best_score, prev, prev_area, s, picture, stats)
@@ -277,6 +283,8 @@ def segment_from_key_slices(backend: Backend, get_slice: Callable[[int], np.ndar
     if not any(m.any() for m in keys.values()):
         raise ValueError("no key slice holds the object: prompt it on at least one slice")
     result = KeySliceResult()
+    shown_keys = dict(keys)  # the fill and the walks use each box's own mask at the model's threshold
+    keys = {k: walking_mask(backend, get_slice(k), m, (key_boxes or {}).get(k)) for k, m in keys.items()}
     runs = _runs(keys, lo, hi)
     total = sum(r1 - r0 + 1 for r0, r1, _ in runs)
     done = [0]
@@ -288,7 +296,7 @@ def segment_from_key_slices(backend: Backend, get_slice: Callable[[int], np.ndar
 
     for r0, r1, inside in runs:
         for k in inside:
-            result.masks[k], result.scores[k], result.kinds[k] = keys[k], 1.0, KEY
+            result.masks[k], result.scores[k], result.kinds[k] = shown_keys[k], 1.0, KEY
             tick()
         for a, b in zip(inside, inside[1:]):
             if should_cancel is not None and should_cancel():

@@ -18,6 +18,14 @@ margins tried: 3 px, 6 px, 2 px + 5 %, 2 px + 10 %), plus the mask itself as a m
    grey levels): the mask has moved onto another tissue, e.g. from lung onto liver;
 7. ``cancelled``: the caller's ``should_cancel()`` returned True.
 
+The masks a walk makes are cut at the model's own threshold (logit 0) whatever the backend's mask threshold
+(``Backend.mask_threshold``, e.g. "dice"), which is for the slices the user prompts: a rule that cuts lower gives
+larger masks, each slice's box grown from the mask before it compounds that (CTChest4's left lung from one box:
+3D Dice 0.683 -> 0.559 with every mask cut by "dice"), and walked slices cut again by "dice" (the walk itself
+at logit 0) were no better (one box: lower on 6 of the 9 structures of bench/bench_key_slices.py, by up to
+0.004; docs/evaluation.md). The seed slice keeps the mask it was given; the walk leaves it from
+:func:`walking_mask`.
+
 A slice that trips rules 2-6 is not included. ``PropagationResult.stopped`` says, per direction, which rule
 ended the walk and where. Nothing is written anywhere: the caller previews the result and applies it.
 Correct-and-repropagate: call :func:`propagate` again from the corrected slice (``directions=("up",)`` or
@@ -96,6 +104,28 @@ class PropagationResult:
 
     def to_volume(self, shape_kji: Sequence[int], np_axis: int) -> np.ndarray:
         return masks_to_volume(self.masks, shape_kji, np_axis)
+
+
+def walk_cut(backend: Backend) -> dict:
+    """The decode keywords of the masks a walk makes: cut at the model's threshold (``{}`` where the backend
+    cuts there anyway, so that a backend that knows no other rule is called as before)."""
+    return {} if backend.mask_threshold() == "model" else {"mask_threshold": "model"}
+
+
+def walking_mask(backend: Backend, picture: np.ndarray, mask: np.ndarray, box_xy=None) -> np.ndarray:
+    """The mask a walk leaves a prompted slice from. Where ``mask`` is the backend's own mask for the user's box
+    there (cut by a rule other than the model's), that box's mask cut at the model's threshold: a larger start
+    sends the whole walk elsewhere (CTChest4's left lung from one box: 3D Dice 0.683 from the model-cut start,
+    0.584 from the "dice" one, every step cut at the model's threshold). Any other mask (painted, clipped, a
+    point's) as given."""
+    cut = walk_cut(backend)
+    if not cut or box_xy is None or not np.asarray(mask).any():
+        return mask
+    prompt = Prompt(box_xy=np.asarray(box_xy, float))
+    handle = backend.encode(picture)
+    if not np.array_equal(backend.decode(handle, prompt, False).best, mask):
+        return mask
+    return backend.decode(handle, prompt, False, **cut).best
 
 
 def _grow(box: np.ndarray, frac: float, shape_hw) -> np.ndarray:
@@ -184,7 +214,9 @@ def propagate(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices
     if not lo <= seed_index <= hi:
         raise ValueError(f"seed slice {seed_index} is outside the propagation range {lo}..{hi}")
     use_mask = s.use_mask_prompt and MASK in backend.prompt_kinds()
+    cut = walk_cut(backend)
     result = PropagationResult(seed_index, {seed_index: seed_mask}, {seed_index: 1.0})
+    seed_mask = walking_mask(backend, get_slice(seed_index), seed_mask, seed_box)  # shown as given
     seed_stats = _grey_stats(get_slice(seed_index), seed_mask)
 
     limits = {}
@@ -214,7 +246,7 @@ def propagate(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices
             box = first_box if idx == seed_index + step else _walk_box(prev, s)
             prompt = Prompt(box_xy=box, mask=prev if use_mask else None)
             picture = get_slice(idx)
-            pred = backend.segment(picture, prompt, multimask=False)
+            pred = backend.segment(picture, prompt, multimask=False, **cut)
             mask, score = pred.best, pred.best_score
             rule, detail = _check_next(mask, score, prev, prev_area, s, picture, seed_stats)
             done += 1

@@ -229,10 +229,16 @@ class LocalBackend(Backend):
             raise BackendError(f"embedding {handle.key[:12]}... is not cached any more: encode the slice again")
         return emb
 
-    def decode(self, handle: EmbeddingHandle, prompt: Prompt, multimask: Optional[bool] = None) -> Prediction:
+    def decode(self, handle: EmbeddingHandle, prompt: Prompt, multimask: Optional[bool] = None,
+               mask_threshold=None) -> Prediction:
         emb = self.embedding(handle)
         with self._in_foreground(), self._decode_lock:
-            return self.engine.decode(emb, prompt, multimask)
+            if mask_threshold is None:
+                return self.engine.decode(emb, prompt, multimask)
+            return self.engine.decode(emb, prompt, multimask, mask_threshold=mask_threshold)
+
+    def mask_threshold(self):
+        return self.engine.spec.mask_threshold
 
     def close(self) -> None:
         with self._pending_lock:

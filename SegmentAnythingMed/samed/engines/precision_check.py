@@ -92,8 +92,11 @@ class _EncodeOnce(Backend):
             self.encodes += 1
         return EmbeddingHandle(key, self.model, tuple(image_rgb.shape[:2]))
 
-    def decode(self, handle, prompt, multimask=None):
-        return self.engine.decode(self._embeddings[handle.key], prompt, multimask)
+    def decode(self, handle, prompt, multimask=None, mask_threshold=None):
+        return self.engine.decode(self._embeddings[handle.key], prompt, multimask, mask_threshold=mask_threshold)
+
+    def mask_threshold(self):
+        return self.engine.spec.mask_threshold
 
 
 def measure(engine, data: Optional[CheckData] = None) -> Tuple[Dict[str, float], Dict[str, float]]:

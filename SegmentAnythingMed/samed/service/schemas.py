@@ -30,6 +30,16 @@ class DecodeRequest(BaseModel):
     mask: Optional[MaskPrompt] = None
     multimask: Optional[bool] = Field(None, description="null: three candidates for one lone point, else one")
     logits: bool = Field(False, description="also return the decoder's low-res logits (float32)")
+    mask_threshold: Optional[Union[str, float]] = Field(
+        None, description="cut this decode's masks by another rule than the service's: model (logit > 0), dice "
+                          "(logit > ln(predicted IoU)) or a logit in [-10, 10]; null: the service's own")
+
+    @field_validator("mask_threshold")
+    @classmethod
+    def _known_rule(cls, value):
+        from ..engines.models import parse_mask_threshold  # torch-free
+
+        return None if value is None else parse_mask_threshold(value)
 
 
 # The range of each setting (a 422 names the setting and its range). A setting not listed here travels with its
