@@ -157,3 +157,28 @@ def test_the_service_cuts_one_decode_by_another_rule_and_refuses_an_unknown_one(
         remote.close()
     finally:
         service.stop()
+
+
+@pytest.mark.parametrize("degrade", ["dilate", "none"])
+def test_refine_measures_with_masks_cut_at_the_models_threshold(backends, lung, degrade):
+    """``samed refine`` reads the model's masks as a measurement (its ``model_bias_px`` was fit on masks cut at logit
+    0): with the dice rule it refines exactly as with logit 0."""
+    from scipy.ndimage import binary_dilation
+
+    from samed.core.refine import refine_mask
+
+    model, dice = backends
+    volume, ref = lung
+    original = ref.copy()
+    if degrade == "dilate":
+        for k in range(len(original)):
+            original[k] = binary_dilation(ref[k], iterations=2)
+    out = []
+    for backend in (model, dice):
+        session = VolumeSession(volume, backend, intensity_mode="minmax")
+        refined, result = refine_mask(backend, session.picture, original, 0)
+        out.append((refined, result))
+    (a, ra), (b, rb) = out
+    assert np.array_equal(a, b) and ra.choice == rb.choice
+    for i, m in ra.model_masks.items():
+        assert np.array_equal(rb.model_masks[i], m), i

@@ -46,6 +46,7 @@ from scipy import ndimage
 
 from .backend import Backend
 from .prompts import MASK, Prompt, box_from_mask
+from .propagation import walk_cut
 from .refine_measure import (edge_best, edge_scores, edge_strengths, grow_mask, outline_displacement,  # noqa: F401
                              shift_mask)
 
@@ -217,8 +218,11 @@ def model_masks(backend: Backend, get_slice: Callable[[int], np.ndarray], origin
                 settings: Optional[RefineSettings] = None,
                 progress: Optional[Callable[[int, int], None]] = None,
                 should_cancel: Optional[Callable[[], bool]] = None):
-    """The model's mask and score on each non-empty slice of ``original``, prompted from the original's slice."""
+    """The model's mask and score on each non-empty slice of ``original``, prompted from the original's slice,
+    cut at the model's own threshold whatever the backend's rule: a measurement, and ``model_bias_px`` was fit on
+    masks cut there (the "dice" rule's are larger)."""
     s = settings or RefineSettings()
+    cut = walk_cut(backend)
     use_mask = s.use_mask_prompt and MASK in backend.prompt_kinds()
     masks, scores = {}, {}
     indices = [i for i in sorted(original) if original[i].any()]
@@ -226,7 +230,7 @@ def model_masks(backend: Backend, get_slice: Callable[[int], np.ndarray], origin
         if should_cancel is not None and should_cancel():
             raise RefineCancelled(f"refinement cancelled after {n - 1} of {len(indices)} slices")
         prompt = Prompt(box_xy=prompt_box(original[i], s), mask=original[i] if use_mask else None)
-        pred = backend.segment(get_slice(i), prompt, multimask=False)
+        pred = backend.segment(get_slice(i), prompt, multimask=False, **cut)
         masks[i], scores[i] = pred.best.astype(bool), pred.best_score
         if progress is not None:
             progress(n, len(indices))
