@@ -3,8 +3,9 @@
 For each 2D set, both run LiteMedSAM on every (image, class) with one box around the whole class mask
 (tight, as the study's mode 5). The peer gets the image file's pixels as they are (grey images repeated to
 RGB), as a peer tool would pass them; samed's pipeline preprocesses them itself (``--intensity auto``).
-samed runs twice: with the torch engine (the reference: its masks are SamPredictor's) and with the default
-engine (``auto``: on CPUs with bfloat16 units the OpenVINO engine, whose masks may differ slightly).
+samed runs twice: with the torch engine and masks cut at logit 0 (``--mask-threshold model``: its masks are
+SamPredictor's) and as it runs by default (engine ``auto``: on CPUs with bfloat16 units the OpenVINO engine, whose
+masks may differ slightly; LiteMedSAM's masks cut by the "dice" rule since 0.2.0, docs/evaluation.md).
 
     python bench/compare_sampredictor.py [DATASET ...]     (default: the two shared 2D sets)
 """
@@ -55,18 +56,18 @@ def main(argv):
 
     sam = SamEngine("litemedsam", device="cpu").sam
     print(f"{'dataset':22s} {'tasks':>5s} {'SamPredictor Dice':>18s} {'samed torch':>12s} {'diff':>8s} "
-          f"{'samed auto':>11s} {'diff':>8s}")
+          f"{'samed default':>14s} {'diff':>8s}")
     for ds in datasets:
         peer, n, peer_s = peer_dice(ds, sam)
         ours = {}
-        for engine in ("torch", "auto"):
+        for engine, extra in (("torch", ["--mask-threshold", "model"]), ("auto", [])):
             with tempfile.TemporaryDirectory() as out:
                 subprocess.run([sys.executable, "-m", "samed.cli.main", "evaluate", str(ds), "--prompt", "box-all",
-                                "--out", out], check=True, capture_output=True,
+                                "--out", out, *extra], check=True, capture_output=True,
                                env=dict(os.environ, SAMED_ENGINE=engine))
                 ours[engine] = json.loads((Path(out) / "summary.json").read_text())["mean"]["dice"]
         print(f"{ds.name:22s} {n:5d} {peer:18.4f} {ours['torch']:12.4f} {ours['torch'] - peer:+8.4f} "
-              f"{ours['auto']:11.4f} {ours['auto'] - peer:+8.4f}")
+              f"{ours['auto']:14.4f} {ours['auto'] - peer:+8.4f}")
 
 if __name__ == "__main__":
     main(sys.argv[1:])
