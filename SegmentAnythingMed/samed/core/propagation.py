@@ -216,8 +216,9 @@ def propagate(backend: Backend, get_slice: Callable[[int], np.ndarray], n_slices
     use_mask = s.use_mask_prompt and MASK in backend.prompt_kinds()
     cut = walk_cut(backend)
     result = PropagationResult(seed_index, {seed_index: seed_mask}, {seed_index: 1.0})
-    seed_mask = walking_mask(backend, get_slice(seed_index), seed_mask, seed_box)  # shown as given
-    seed_stats = _grey_stats(get_slice(seed_index), seed_mask)
+    seed_picture = get_slice(seed_index)
+    seed_mask = walking_mask(backend, seed_picture, seed_mask, seed_box)  # shown as given
+    seed_stats = _grey_stats(seed_picture, seed_mask)
 
     limits = {}
     for d in directions:

@@ -233,8 +233,6 @@ class LocalBackend(Backend):
                mask_threshold=None) -> Prediction:
         emb = self.embedding(handle)
         with self._in_foreground(), self._decode_lock:
-            if mask_threshold is None:
-                return self.engine.decode(emb, prompt, multimask)
             return self.engine.decode(emb, prompt, multimask, mask_threshold=mask_threshold)
 
     def mask_threshold(self):

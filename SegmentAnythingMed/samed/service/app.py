@@ -228,11 +228,8 @@ def create_app(registry: ModelRegistry, config: Optional[ServiceConfig] = None,
         prompt = Prompt(req.include_points_xy, req.exclude_points_xy, req.box_xy, mask)
         prompt.validate(emb.original_size)
         try:
-            handle = EmbeddingHandle(key, model, tuple(emb.original_size))
-            if req.mask_threshold is None:
-                pred = backend.decode(handle, prompt, req.multimask)
-            else:
-                pred = backend.decode(handle, prompt, req.multimask, mask_threshold=req.mask_threshold)
+            pred = backend.decode(EmbeddingHandle(key, model, tuple(emb.original_size)), prompt, req.multimask,
+                                  mask_threshold=req.mask_threshold)
         except BackendError:  # evicted between the lookup and the decode
             raise _not_cached(model, key) from None
         registry.count_decode(model)
